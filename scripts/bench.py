@@ -1,0 +1,23 @@
+"""`scripts/bench`: print lifecyclefs's speed beside its floors, measured in one run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import bench_store
+
+
+def main() -> None:
+    """Parse the command line and run the chosen benchmarks."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tmpfs", type=Path, default=Path("/dev/shm"), help="a tmpfs directory")
+    parser.add_argument("--disk", type=Path, default=Path("/var/tmp"), help="a disk directory")
+    parser.add_argument("--count", type=int, default=2000, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (the median is shown)")
+    args = parser.parse_args()
+    bench_store.main(args.tmpfs, args.disk, args.count, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

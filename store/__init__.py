@@ -1,0 +1,25 @@
+"""lifecyclefs's backend: nerdctl's per-container `lifecycle.json`, read and written in Python.
+
+    from store import Store
+    store = Store("/var/lib/nerdctl/1935db59/containers/default/r1")
+    store.transform(lambda record: setattr(record, "create_error", False))
+
+Same files, same lock and same bytes as nerdctl v2.0.3's `pkg/ocihook/state`, so both
+can work on one state directory at once. Importing this package needs neither trio nor
+pyfuse3.
+"""
+
+from store.codec import Lifecycle
+from store.errors import LifecycleStoreError, LockTimeoutError, RecordCorruptError
+from store.record import RECORD_NAME, Store
+from store.timestamp import Timestamp
+
+__all__ = [
+    "RECORD_NAME",
+    "Lifecycle",
+    "LifecycleStoreError",
+    "LockTimeoutError",
+    "RecordCorruptError",
+    "Store",
+    "Timestamp",
+]

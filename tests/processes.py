@@ -1,0 +1,77 @@
+"""Other processes a test needs: a lock holder like nerdctl, cleaned up whatever happens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def lock_held_elsewhere(directory: Path) -> Iterator[None]:
+    """While inside, util-linux flock(1), another process, holds `directory`'s lock.
+
+    That is nerdctl's lock: flock(LOCK_EX) on the directory itself. The holder lets go
+    when the block ends and is always reaped.
+    """
+    holder = subprocess.Popen(
+        ["flock", str(directory), "-c", "echo locked; read -r _ || :"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        if holder.wait(timeout=10) != 0:
+            raise AssertionError(f"flock(1) holder exited with {holder.returncode}")
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spawn_worker(kind: str, state_dir: Path, count: int) -> subprocess.Popen[str]:
+    """Start `python -m tests.workers KIND STATE_DIR COUNT` and wait until it is ready."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", kind, str(state_dir), str(count)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    if worker.stdout.readline() != "ready\n":
+        worker.kill()
+        worker.wait()
+        raise AssertionError(f"worker {kind} did not start")
+    return worker
+
+
+def run_workers(jobs: list[tuple[str, int]], state_dir: Path, timeout: float = 120) -> None:
+    """Run one worker per (kind, count) on `state_dir`, all released at the same moment.
+
+    Every worker must exit 0; any left running (a failure) is killed and reaped.
+    """
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        workers.extend(spawn_worker(kind, state_dir, count) for kind, count in jobs)
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        for worker in workers:
+            assert worker.wait(timeout=timeout) == 0, f"worker {worker.args!r} failed"
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait()
+            for stream in (worker.stdin, worker.stdout):
+                if stream is not None:
+                    stream.close()

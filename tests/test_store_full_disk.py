@@ -1,0 +1,67 @@
+"""A full filesystem: the transform fails cleanly and the previous record survives."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from store import LifecycleStoreError, Store, Timestamp
+
+T0 = Timestamp.parse("2024-01-02T03:04:05Z")
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted for the test, always unmounted afterwards."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "lifecyclefs-test", str(mountpoint)],
+        check=True,
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def write_forever(file: BinaryIO) -> None:
+    while True:
+        file.write(b"\0" * 4096)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as file, pytest.raises(OSError, match="No space left"):
+        write_forever(file)
+    return filler
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_full_filesystem_fails_with_enospc_and_keeps_the_record(
+    tiny_tmpfs: Path, durable: bool
+) -> None:
+    state_dir = tiny_tmpfs / "c1"
+    store = Store(state_dir, create=True, durable=durable)
+    store.transform(lambda record: setattr(record, "started_at", T0))
+    before = (state_dir / "lifecycle.json").read_bytes()
+    filler = fill(tiny_tmpfs)
+
+    with pytest.raises(LifecycleStoreError, match="No space left") as caught:
+        store.transform(lambda record: setattr(record, "create_error", True))
+
+    assert caught.value.errno == errno.ENOSPC
+    assert isinstance(caught.value.__cause__, OSError)
+    assert (state_dir / "lifecycle.json").read_bytes() == before
+    assert os.listdir(state_dir) == ["lifecycle.json"]
+    assert store.create_error is False
+
+    filler.unlink()
+    store.transform(lambda record: setattr(record, "create_error", True))
+    assert Store(state_dir).load().create_error is True
