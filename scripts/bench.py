@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import bench_fuse
 import bench_store
 
 
@@ -15,8 +16,13 @@ def main() -> None:
     parser.add_argument("--disk", type=Path, default=Path("/var/tmp"), help="a disk directory")
     parser.add_argument("--count", type=int, default=2000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=7, help="rounds (the median is shown)")
+    parser.add_argument("--containers", type=int, default=10_000, help="size of the big tree")
+    parser.add_argument("--only", choices=["store", "fuse"], help="run one part only")
     args = parser.parse_args()
-    bench_store.main(args.tmpfs, args.disk, args.count, args.rounds)
+    if args.only != "fuse":
+        bench_store.main(args.tmpfs, args.disk, args.count, args.rounds)
+    if args.only != "store":
+        bench_fuse.main(args.tmpfs, args.count, args.rounds, args.containers)
 
 
 if __name__ == "__main__":

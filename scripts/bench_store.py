@@ -12,12 +12,13 @@ import fcntl
 import json
 import multiprocessing
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+
+from benchlib import side_by_side
 
 from store import Lifecycle, Store, Timestamp, locking
 
@@ -72,27 +73,6 @@ def toggle(record: Lifecycle) -> None:
     record.create_error = not record.create_error
 
 
-def us_per_op(op: Callable[[], object], count: int) -> float:
-    """Microseconds per call of `op`, over `count` calls."""
-    start = time.perf_counter()
-    for _ in range(count):
-        op()
-    return (time.perf_counter() - start) / count * 1e6
-
-
-def side_by_side(
-    variants: dict[str, Callable[[], object]], count: int, rounds: int
-) -> dict[str, float]:
-    """The median µs/op of each variant, the variants interleaved round by round."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for op in variants.values():
-        us_per_op(op, max(1, count // 10))  # warm caches and the page cache
-    for _ in range(rounds):
-        for name, op in variants.items():
-            samples[name].append(us_per_op(op, count))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def _filelock_wait(
     fd: int, *, timeout: float | None = None, check_cancelled: Callable[[], None] | None = None
 ) -> None:
@@ -141,7 +121,7 @@ def bench_directory(label: str, root: Path, count: int, rounds: int) -> None:
     try:
         store = Store(state_dir, durable=False)
         durable_store = Store(state_dir)
-        store.transform(lambda record: setattr(record, "started_at", Timestamp.now()))
+        store.update(started_at=Timestamp.now())
         figures = side_by_side(
             {
                 "load": store.load,
@@ -161,16 +141,19 @@ def bench_directory(label: str, root: Path, count: int, rounds: int) -> None:
             durable_count,
             rounds,
         )
-        figures.update(durable)
         print(f"\n## {label}: single process, {count} ops x {rounds} rounds (median)")
         print(f"{'operation':<24}{'µs/op':>10}{'ops/s':>10}{'bare µs':>10}{'ratio':>8}")
-        for name in ("load", "transform", "transform durable"):
-            ours, floor = figures[name], figures[f"bare {name}"]
+        for name, measured in (
+            ("load", figures),
+            ("transform", figures),
+            ("transform durable", durable),
+        ):
+            ours, floor = measured[name], measured[f"bare {name}"]
             nerdctl = NERDCTL_US.get(name)
             note = f"   nerdctl ~{nerdctl:.0f} µs on tmpfs" if nerdctl else ""
             print(
                 f"{name:<24}{ours:>10.1f}{1e6 / ours:>10.0f}{floor:>10.1f}"
-                f"{ours / floor:>7.2f}x{note}"
+                f"{measured.ratio(name, f'bare {name}'):>7.2f}x{note}"
             )
         print(f"\n## {label}: 8 processes transforming one directory (durable=False)")
         for kind, what, per_process in (

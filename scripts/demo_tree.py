@@ -11,24 +11,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from store import Store, Timestamp
+from store import Lifecycle, Store, Timestamp
 
 NERDCTL_RECORD = b'{"started_at":"2024-01-02T04:04:05.123456789+01:00","create_error":false}'
+
+
+def shift_one_second(record: Lifecycle) -> None:
+    """A transform: move `started_at` one second later."""
+    record.started_at = record.started_at.shifted(seconds=1)
 
 
 def make_tree(root: Path) -> Path:
     """Create (or reset) the demo tree under `root`; return its `containers` directory."""
     containers = root / "containers"
-    Store(containers / "default" / "web", create=True).transform(
-        lambda record: setattr(record, "started_at", Timestamp.now())
-    )
+    Store(containers / "default" / "web", create=True).update(started_at=Timestamp.now())
     db = containers / "default" / "db"
     Store(db, create=True)
     (db / "lifecycle.json").write_bytes(NERDCTL_RECORD)
     Store(containers / "default" / "cache", create=True).delete()  # created, never started
-    Store(containers / "k8s.io" / "pause", create=True).transform(
-        lambda record: setattr(record, "create_error", True)
-    )
+    Store(containers / "k8s.io" / "pause", create=True).update(create_error=True)
     return containers
 
 
@@ -39,7 +40,7 @@ def main(root: Path) -> None:
     db = Store(containers / "default" / "db")
     record = db.load()
     print(f"  load db:         started_at={record.started_at}  create_error={record.create_error}")
-    db.transform(lambda record: setattr(record, "started_at", record.started_at.shifted(seconds=1)))
+    db.transform(shift_one_second)
     print(f"  transform +1 s:  {(containers / 'default' / 'db' / 'lifecycle.json').read_text()}")
 
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 RECORD_NAME: Final = "lifecycle.json"
 DIR_MODE: Final = 0o700
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO planted as the record must not hang a reader.
-_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+RECORD_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+"""How a record is opened for reading (O_NONBLOCK: a FIFO planted there must not hang)."""
 _READ_CHUNK: Final = 65_536
 _MAX_RECORD_BYTES: Final = 1 << 20
 
@@ -131,6 +131,12 @@ class Store:
         self._record = self._locked(lambda dir_fd: self._transform(dir_fd, fn))
         return self._record.copy()
 
+    def update(
+        self, *, started_at: Timestamp | None = None, create_error: bool | None = None
+    ) -> Lifecycle:
+        """A `transform` that sets the fields given (None leaves a field as it is)."""
+        return self.transform(_setter(started_at, create_error))
+
     def delete(self) -> bool:
         """Remove the record under the lock; say whether there was one.
 
@@ -162,6 +168,12 @@ class Store:
             lambda dir_fd: self._transform(dir_fd, fn), offload=self.durable
         )
         return self._record.copy()
+
+    async def aupdate(
+        self, *, started_at: Timestamp | None = None, create_error: bool | None = None
+    ) -> Lifecycle:
+        """`update()` for trio."""
+        return await self.atransform(_setter(started_at, create_error))
 
     async def adelete(self) -> bool:
         """`delete()` for trio, cancellable while waiting for the lock."""
@@ -243,7 +255,7 @@ class Store:
         self, dir_fd: int, *, want_stat: bool
     ) -> tuple[Lifecycle, os.stat_result | None]:
         try:
-            fd = os.open(RECORD_NAME, _READ_FLAGS, dir_fd=dir_fd)
+            fd = os.open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             return Lifecycle(), None
         except OSError as error:
@@ -251,35 +263,9 @@ class Store:
                 "cannot read", self._record_path, error
             ) from error
         try:
-            stat = os.fstat(fd) if want_stat else None
-            data = os.read(fd, _READ_CHUNK)
-            if len(data) == _READ_CHUNK:
-                data += self._read_rest(fd)
-        except OSError as error:
-            raise LifecycleStoreError.from_os_error(
-                "cannot read", self._record_path, error
-            ) from error
+            return read_record(fd, self._record_path, want_stat=want_stat)
         finally:
             os.close(fd)
-        try:
-            return decode(data), stat
-        except ValueError as error:
-            raise RecordCorruptError(
-                f"corrupt record {self._record_path}: {error}", path=self._record_path
-            ) from error
-
-    def _read_rest(self, fd: int) -> bytes:
-        chunks = []
-        total = _READ_CHUNK
-        while chunk := os.read(fd, _READ_CHUNK):
-            total += len(chunk)
-            if total > _MAX_RECORD_BYTES:
-                raise RecordCorruptError(
-                    f"corrupt record {self._record_path}: larger than {_MAX_RECORD_BYTES} bytes",
-                    path=self._record_path,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _transform(self, dir_fd: int, fn: Callable[[Lifecycle], object]) -> Lifecycle:
         record = self._read(dir_fd)
@@ -315,6 +301,50 @@ class Store:
             raise LifecycleStoreError.from_os_error(
                 "cannot delete", self._record_path, error
             ) from error
+
+
+def read_record(
+    fd: int, path: str, *, want_stat: bool = False
+) -> tuple[Lifecycle, os.stat_result | None]:
+    """Decode the record open on `fd` (and fstat it if asked); `path` names it in errors.
+
+    Raise `RecordCorruptError` when nerdctl could not read it either, and
+    `LifecycleStoreError` (with the errno) when reading fails. `fd` stays open.
+    """
+    try:
+        stat = os.fstat(fd) if want_stat else None
+        data = os.read(fd, _READ_CHUNK)
+        if len(data) == _READ_CHUNK:
+            data += _read_rest(fd, path)
+    except OSError as error:
+        raise LifecycleStoreError.from_os_error("cannot read", path, error) from error
+    try:
+        return decode(data), stat
+    except ValueError as error:
+        raise RecordCorruptError(f"corrupt record {path}: {error}", path=path) from error
+
+
+def _read_rest(fd: int, path: str) -> bytes:
+    chunks = []
+    total = _READ_CHUNK
+    while chunk := os.read(fd, _READ_CHUNK):
+        total += len(chunk)
+        if total > _MAX_RECORD_BYTES:
+            raise RecordCorruptError(
+                f"corrupt record {path}: larger than {_MAX_RECORD_BYTES} bytes", path=path
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _setter(started_at: Timestamp | None, create_error: bool | None) -> Callable[[Lifecycle], None]:
+    def assign(record: Lifecycle) -> None:
+        if started_at is not None:
+            record.started_at = started_at
+        if create_error is not None:
+            record.create_error = create_error
+
+    return assign
 
 
 def _owner_for(dir_fd: int) -> tuple[int, int] | None:

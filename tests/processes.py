@@ -36,10 +36,10 @@ def lock_held_elsewhere(directory: Path) -> Iterator[None]:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def spawn_worker(kind: str, state_dir: Path, count: int) -> subprocess.Popen[str]:
-    """Start `python -m tests.workers KIND STATE_DIR COUNT` and wait until it is ready."""
+def spawn_worker(kind: str, target: Path, count: int) -> subprocess.Popen[str]:
+    """Start `python -m tests.workers KIND TARGET COUNT` and wait until it is ready."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", kind, str(state_dir), str(count)],
+        [sys.executable, "-m", "tests.workers", kind, str(target), str(count)],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -53,14 +53,14 @@ def spawn_worker(kind: str, state_dir: Path, count: int) -> subprocess.Popen[str
     return worker
 
 
-def run_workers(jobs: list[tuple[str, int]], state_dir: Path, timeout: float = 120) -> None:
-    """Run one worker per (kind, count) on `state_dir`, all released at the same moment.
+def run_workers(jobs: list[tuple[str, Path, int]], timeout: float = 120) -> None:
+    """Run one worker per (kind, target, count), all released at the same moment.
 
     Every worker must exit 0; any left running (a failure) is killed and reaped.
     """
     workers: list[subprocess.Popen[str]] = []
     try:
-        workers.extend(spawn_worker(kind, state_dir, count) for kind, count in jobs)
+        workers.extend(spawn_worker(kind, target, count) for kind, target, count in jobs)
         for worker in workers:
             assert worker.stdin is not None
             worker.stdin.write("go\n")

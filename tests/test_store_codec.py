@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from store import Lifecycle, RecordCorruptError, Store, Timestamp
 from store.codec import decode, encode
 from tests.conftest import GOLDEN
+from tests.workers import bump
 
 GOLDEN_FILES = sorted(GOLDEN.glob("*.json"))
 T0 = "2024-01-02T03:04:05.123456789Z"
@@ -62,11 +63,9 @@ def test_golden_values_are_what_nerdctl_stored() -> None:
 
 def test_bumping_ten_times_from_the_epoch_writes_nerdctls_bytes(state_dir: Path) -> None:
     store = Store(state_dir)
-    store.transform(lambda record: setattr(record, "started_at", Timestamp(0)))
+    store.update(started_at=Timestamp(0))
     for _ in range(10):
-        store.transform(
-            lambda record: setattr(record, "started_at", record.started_at.shifted(seconds=1))
-        )
+        store.transform(bump)
     expected = (GOLDEN / "09_bump_10_from_empty.json").read_bytes()
     assert (state_dir / "lifecycle.json").read_bytes() == expected
 
@@ -173,7 +172,7 @@ def test_corrupt_record_error_names_the_file_and_the_problem(state_dir: Path) ->
 def test_corrupt_record_is_never_overwritten_by_a_transform(state_dir: Path) -> None:
     path = write_record(state_dir, b'{"started_at":"2024-01-02T03:04:05Z","create_err')
     with pytest.raises(RecordCorruptError):
-        Store(state_dir).transform(lambda record: setattr(record, "create_error", True))
+        Store(state_dir).update(create_error=True)
     assert path.read_bytes() == b'{"started_at":"2024-01-02T03:04:05Z","create_err'
     assert os.listdir(state_dir) == ["lifecycle.json"]
 
@@ -184,7 +183,7 @@ def test_unknown_keys_survive_a_transform(state_dir: Path) -> None:
         b'{"started_at":"' + T0.encode() + b'","x-extra":{"n":1.50,"s":"\xc3\xa9"},'
         b'"create_error":false,"later":[1,null,true]}',
     )
-    Store(state_dir).transform(lambda record: setattr(record, "create_error", True))
+    Store(state_dir).update(create_error=True)
     assert path.read_bytes() == (
         b'{"started_at":"' + T0.encode() + b'","create_error":true,'
         b'"x-extra":{"n":1.5,"s":"\\u00e9"},"later":[1,null,true]}'

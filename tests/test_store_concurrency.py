@@ -25,12 +25,12 @@ def seconds_since_epoch(state_dir: Path) -> int:
 
 
 def test_eight_processes_lose_no_update(state_dir: Path) -> None:
-    run_workers([("bump", 300)] * 8, state_dir)
+    run_workers([("bump", state_dir, 300)] * 8)
     assert seconds_since_epoch(state_dir) == 8 * 300
 
 
 def test_store_and_nerdctl_protocol_writers_lose_no_update(state_dir: Path) -> None:
-    run_workers([("bump", 300), ("nerdctl-bump", 300)] * 4, state_dir)
+    run_workers([("bump", state_dir, 300), ("nerdctl-bump", state_dir, 300)] * 4)
     assert seconds_since_epoch(state_dir) == 8 * 300
 
 
@@ -61,7 +61,7 @@ def test_lock_held_by_another_process_blocks_transform(state_dir: Path) -> None:
     finished = threading.Event()
 
     def transform() -> None:
-        Store(state_dir).transform(lambda record: setattr(record, "started_at", T0))
+        Store(state_dir).update(started_at=T0)
         finished.set()
 
     with lock_held_elsewhere(state_dir):
@@ -106,7 +106,7 @@ def test_our_lock_blocks_another_process(state_dir: Path) -> None:
 
 def test_writer_killed_at_random_moments_never_corrupts_the_record(state_dir: Path) -> None:
     rng = random.Random(20241130)
-    Store(state_dir).transform(lambda record: setattr(record, "started_at", Timestamp(0)))
+    Store(state_dir).update(started_at=Timestamp(0))
     for _ in range(100):
         before = seconds_since_epoch(state_dir)
         worker = spawn_worker("count", state_dir, 0)

@@ -49,12 +49,12 @@ def test_full_filesystem_fails_with_enospc_and_keeps_the_record(
 ) -> None:
     state_dir = tiny_tmpfs / "c1"
     store = Store(state_dir, create=True, durable=durable)
-    store.transform(lambda record: setattr(record, "started_at", T0))
+    store.update(started_at=T0)
     before = (state_dir / "lifecycle.json").read_bytes()
     filler = fill(tiny_tmpfs)
 
     with pytest.raises(LifecycleStoreError, match="No space left") as caught:
-        store.transform(lambda record: setattr(record, "create_error", True))
+        store.update(create_error=True)
 
     assert caught.value.errno == errno.ENOSPC
     assert isinstance(caught.value.__cause__, OSError)
@@ -63,5 +63,5 @@ def test_full_filesystem_fails_with_enospc_and_keeps_the_record(
     assert store.create_error is False
 
     filler.unlink()
-    store.transform(lambda record: setattr(record, "create_error", True))
+    store.update(create_error=True)
     assert Store(state_dir).load().create_error is True

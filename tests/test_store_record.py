@@ -102,7 +102,7 @@ def test_a_value_that_cannot_be_written_is_refused(state_dir: Path) -> None:
 
 def test_deleted_record_leaves_no_stale_values(state_dir: Path) -> None:
     store = Store(state_dir)
-    store.transform(lambda record: setattr(record, "create_error", True))
+    store.update(create_error=True)
     (state_dir / "lifecycle.json").unlink()  # as another process would
     store.transform(set_started(T0))
     assert Store(state_dir).load() == Lifecycle(started_at=T0, create_error=False)

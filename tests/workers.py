@@ -6,7 +6,8 @@ contending at once), does its N operations, and exits 0.
 - `bump`: N `Store.transform`s, each adding exactly one second to `started_at`.
 - `nerdctl-bump`: the same through nerdctl's raw protocol (flock the directory, read,
   write `.temp.lifecycle.json` with O_TRUNC, rename), as a stand-in for nerdctl itself.
-- `toggle`: N transforms flipping `create_error` only.
+- `write-file`: N writes to a value file through a mount (STATE_DIR is the file's path),
+  alternating `true` and `false`, each in its own open, write and close.
 - `count`: loops forever adding one second and printing the new count after each commit
   (for the SIGKILL test); N is ignored.
 """
@@ -52,11 +53,6 @@ def nerdctl_bump(state_dir: str) -> None:
         os.close(dir_fd)
 
 
-def toggle(record: Lifecycle) -> None:
-    """Flip `create_error`, touching nothing else."""
-    record.create_error = not record.create_error
-
-
 def main(argv: list[str]) -> int:
     """Run the worker named by argv[1] on argv[2], argv[3] times."""
     kind, state_dir, count = argv[1], argv[2], int(argv[3])
@@ -69,9 +65,10 @@ def main(argv: list[str]) -> int:
     elif kind == "nerdctl-bump":
         for _ in range(count):
             nerdctl_bump(state_dir)
-    elif kind == "toggle":
-        for _ in range(count):
-            store.transform(toggle)
+    elif kind == "write-file":
+        for index in range(count):
+            with open(state_dir, "w") as file:
+                file.write("true\n" if index % 2 == 0 else "false\n")
     elif kind == "count":
         while True:
             written = store.transform(bump)

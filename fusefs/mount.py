@@ -1,0 +1,263 @@
+"""Mounting: check the arguments, fork a daemon, prove the mount live, serve, unmount.
+
+`mount()` returns only once the filesystem answers requests, so a script can use the
+mount on its next line. In the background (the default) the command forks: the child
+mounts, serves one request to itself to prove the mount live, lets go of the caller's
+stdout and stderr, and only then tells the parent, which exits 0. Argument errors are
+found before any fork. SIGINT and SIGTERM unmount cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import pyfuse3
+import trio
+
+from fusefs.operations import MountOptions, Operations
+from fusefs.view import View
+
+log = logging.getLogger("lifecyclefs")
+
+FS_TYPE: Final = "fuse.lifecyclefs"
+_READY: Final = b"ready"
+
+
+class MountError(Exception):
+    """A mount or unmount that cannot be done; the message is one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class MountRequest:
+    """Everything `lifecyclefs mount` was asked to do."""
+
+    source: str
+    mountpoint: str
+    depth: int = 1
+    options: MountOptions = field(default_factory=MountOptions)
+    allow_other: bool = False
+    foreground: bool = False
+    debug: bool = False
+    log_file: str | None = None
+    pid_file: str | None = None
+
+
+def _check(request: MountRequest) -> None:
+    source = os.path.realpath(request.source)
+    mountpoint = os.path.realpath(request.mountpoint)
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("no /dev/fuse on this machine: load the fuse kernel module")
+    if not os.path.isdir(source):
+        raise MountError(f"source {request.source} is not a directory")
+    try:
+        if not os.path.isdir(mountpoint):
+            raise MountError(f"mount point {request.mountpoint} is not a directory")
+        if os.path.ismount(mountpoint):
+            raise MountError(f"mount point {request.mountpoint} is busy: a filesystem is mounted")
+        if os.listdir(mountpoint):
+            raise MountError(f"mount point {request.mountpoint} is not empty")
+    except OSError as error:
+        raise MountError(
+            f"mount point {request.mountpoint}: {error.strerror}"
+            " (a dead mount? `lifecyclefs umount` clears it)"
+        ) from error
+    if mountpoint == source or mountpoint.startswith(source.rstrip("/") + "/"):
+        raise MountError(f"mount point {request.mountpoint} is inside source {request.source}")
+    if request.depth < 1:
+        raise MountError("--depth must be at least 1")
+
+
+def mount(request: MountRequest) -> None:
+    """Mount SOURCE on MOUNTPOINT; return once it is live (foreground: once unmounted)."""
+    _check(request)
+    try:
+        view = View(request.source, request.depth)
+    except OSError as error:
+        raise MountError(f"cannot open source {request.source}: {error.strerror}") from error
+    if request.foreground or request.debug:
+        _log_to_stderr(request.debug)
+        _serve(request, view, on_ready=lambda: _notify_systemd(b"READY=1"))
+        return
+    _daemonize(request, view)
+
+
+def _daemonize(request: MountRequest, view: View) -> None:
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(ready_write)
+        with os.fdopen(ready_read, "rb") as pipe:
+            answer = pipe.read()
+        if answer == _READY:
+            return
+        os.waitpid(child, 0)
+        reason = answer.decode(errors="replace").strip()
+        raise MountError(reason or "the daemon exited before the mount was live")
+    os.close(ready_read)
+    code = 1
+    try:
+        os.setsid()
+        _log_to_file_or_syslog(request.log_file)
+
+        def ready() -> None:
+            _detach_stdio()
+            os.write(ready_write, _READY)
+            os.close(ready_write)
+
+        _serve(request, view, on_ready=ready)
+        code = 0
+    except MountError as error:
+        os.write(ready_write, str(error).encode())
+    except BaseException:
+        log.exception("the daemon failed")
+        os.write(ready_write, b"the daemon failed; see its log")
+    finally:
+        os._exit(code)  # never return into the caller's code in the child
+
+
+def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> None:
+    operations = Operations(view, request.options)
+    fuse_options = set(pyfuse3.default_options) | {
+        f"fsname={view.source}",
+        "subtype=lifecyclefs",
+    }
+    if request.options.read_only:
+        fuse_options.add("ro")
+    if request.allow_other:
+        fuse_options.add("allow_other")
+    if request.debug:
+        fuse_options.add("debug")
+    try:
+        pyfuse3.init(operations, request.mountpoint, fuse_options)
+    except RuntimeError as error:
+        view.close()
+        raise MountError(f"cannot mount on {request.mountpoint}: {error}") from error
+    stopped_by_signal = True
+    try:
+        stopped_by_signal = trio.run(_run, request, on_ready)
+    finally:
+        # After an external unmount the kernel is done with the mount already.
+        pyfuse3.close(unmount=stopped_by_signal)
+        view.close()
+        if request.pid_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(request.pid_file)
+        log.info("unmounted %s", request.mountpoint)
+
+
+async def _run(request: MountRequest, on_ready: Callable[[], None]) -> bool:
+    """Serve until unmounted; say whether a signal (not an unmount) ended it."""
+    stopped_by_signal = False
+
+    async def watch_signals(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal stopped_by_signal
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                log.info("%s: unmounting %s", signal.Signals(signum).name, request.mountpoint)
+                stopped_by_signal = True
+                pyfuse3.terminate()
+                return
+
+    def prove_live() -> None:
+        parent = os.stat(os.path.dirname(os.path.abspath(request.mountpoint)))
+        # This stat is a request to ourselves: it returns once the loop serves the mount.
+        served = os.stat(request.mountpoint)
+        if served.st_dev == parent.st_dev or not stat.S_ISDIR(served.st_mode):
+            raise MountError(f"{request.mountpoint} did not become a lifecyclefs mount")
+        if request.pid_file:
+            with open(request.pid_file, "w") as file:
+                file.write(f"{os.getpid()}\n")
+
+    async def announce_when_live() -> None:
+        await trio.to_thread.run_sync(prove_live)
+        log.info("serving %s on %s", request.source, request.mountpoint)
+        on_ready()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_signals)
+        nursery.start_soon(announce_when_live)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+    return stopped_by_signal
+
+
+def _detach_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _log_to_stderr(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, format="lifecyclefs: %(message)s"
+    )
+
+
+def _log_to_file_or_syslog(log_file: str | None) -> None:
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.setFormatter(logging.Formatter("lifecyclefs[%(process)d]: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def _notify_systemd(message: bytes) -> None:
+    """Tell systemd (Type=notify) about our state; nothing when not run by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(message)
+
+
+def _mountinfo_unescape(field_text: str) -> str:
+    return field_text.encode().decode("unicode_escape") if "\\" in field_text else field_text
+
+
+def lifecyclefs_mounts() -> list[str]:
+    """The mount points of lifecyclefs mounts in this mount namespace."""
+    mounts = []
+    with open("/proc/self/mountinfo") as file:
+        for line in file:
+            before, _, after = line.partition(" - ")
+            if after.split(" ", 1)[0] == FS_TYPE:
+                mounts.append(_mountinfo_unescape(before.split(" ")[4]))
+    return mounts
+
+
+def unmount(mountpoint: str) -> None:
+    """Unmount a lifecyclefs mount, also one whose daemon died."""
+    path = os.path.abspath(mountpoint)
+    if path not in lifecyclefs_mounts():
+        raise MountError(f"{mountpoint} is not a lifecyclefs mount")
+    dead = False
+    try:
+        os.stat(path)
+    except OSError:
+        dead = True  # ENOTCONN: the daemon is gone; only a lazy unmount clears it
+    command = ["fusermount3", "-u", "-z", path] if dead else ["fusermount3", "-u", path]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
+        raise MountError(f"cannot unmount {mountpoint}: {reason}")

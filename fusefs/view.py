@@ -1,0 +1,203 @@
+"""Which directories of SOURCE the mount shows, and how to reach them without leaving it.
+
+A path in the view is a tuple of names (bytes, as the kernel sends them) below SOURCE.
+Every directory at `depth` is a container; the levels above it (nerdctl's namespace
+directories at depth 2) are plain directories. Only real directories whose names do
+not start with "." are shown: files, symlinks, hidden and temporary entries are not.
+Each step is opened with O_NOFOLLOW relative to the one before, starting from a
+descriptor of SOURCE, so a symlink planted anywhere in the tree never leads out of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import ClassVar, Final
+
+from store.record import RECORD_NAME, RECORD_READ_FLAGS
+
+Parts = tuple[bytes, ...]
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_RECORD: Final = RECORD_NAME.encode()
+
+
+def _load_openat2() -> Callable[[int, bytes, int], int] | None:
+    """Linux's openat2(2) confined below its directory with no symlinks, if the kernel has it.
+
+    One system call does what a walk of O_NOFOLLOW opens does; the view's hot path
+    (every `cat`) opens the record with it.
+    """
+
+    class OpenHow(ctypes.Structure):
+        _fields_: ClassVar = [
+            ("flags", ctypes.c_uint64),
+            ("mode", ctypes.c_uint64),
+            ("resolve", ctypes.c_uint64),
+        ]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    resolve = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
+    hows: dict[int, OpenHow] = {}  # one per set of flags: the view uses two
+    size = ctypes.sizeof(OpenHow)
+
+    def openat2(dir_fd: int, path: bytes, flags: int) -> int:
+        how = hows.get(flags)
+        if how is None:
+            how = hows[flags] = OpenHow(flags, 0, resolve)
+        fd = libc.syscall(_SYS_OPENAT2, dir_fd, path, ctypes.byref(how), size)
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+        return int(fd)
+
+    root = os.open("/", _DIR_FLAGS)
+    try:
+        os.close(openat2(root, b".", _DIR_FLAGS))
+    except OSError:
+        return None  # ENOSYS (before Linux 5.6) or a seccomp filter: walk instead
+    finally:
+        os.close(root)
+    return openat2
+
+
+_SYS_OPENAT2: Final = 437  # the same number on every architecture
+_RESOLVE_NO_MAGICLINKS: Final = 0x02
+_RESOLVE_NO_SYMLINKS: Final = 0x04
+_RESOLVE_BENEATH: Final = 0x08
+
+
+def _not_shown(path: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+
+def is_visible(name: bytes) -> bool:
+    """Whether a directory named `name` may be shown (not hidden, not `.`/`..`)."""
+    return not name.startswith(b".") and b"/" not in name and name != b""
+
+
+class View:
+    """The tree of state directories below one SOURCE directory."""
+
+    def __init__(self, source: str, depth: int) -> None:
+        """Open SOURCE; its descriptor anchors every later access."""
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
+        self.source = os.path.abspath(source)
+        self.depth = depth
+        self.source_fd = os.open(self.source, _DIR_FLAGS)
+
+    def close(self) -> None:
+        """Release the SOURCE descriptor."""
+        os.close(self.source_fd)
+
+    def is_container(self, parts: Parts) -> bool:
+        """Whether `parts` names a container directory (as opposed to a level above)."""
+        return len(parts) == self.depth
+
+    def display_path(self, parts: Parts) -> str:
+        """The backing path of `parts`, for messages."""
+        return os.path.join(self.source, *(os.fsdecode(part) for part in parts))
+
+    def open_dir(self, parts: Parts) -> int:
+        """A new descriptor of the directory `parts`, reached without following symlinks.
+
+        Raise FileNotFoundError when it is not a directory the view shows.
+        """
+        if not all(map(is_visible, parts)):
+            raise _not_shown(self.display_path(parts))
+        if not parts:
+            return os.dup(self.source_fd)
+        try:
+            return self._open_beneath(parts, _DIR_FLAGS)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink or a file: not shown
+                raise _not_shown(self.display_path(parts)) from error
+            raise
+
+    def open_record(self, container: Parts) -> int:
+        """A read descriptor of `container`'s lifecycle.json, by the same rules.
+
+        FileNotFoundError when either the record or the container is missing. This is
+        every `cat`'s path: `container` holds names the view has shown already, so
+        only the fallback walk (which `..` could lead out) checks them again.
+        """
+        return self._open_beneath((*container, _RECORD), RECORD_READ_FLAGS)
+
+    def _open_beneath(self, parts: Parts, flags: int) -> int:
+        """Open `parts` below SOURCE; any symlink on the way fails (ELOOP or ENOTDIR)."""
+        if _openat2 is not None:  # RESOLVE_BENEATH: not even `..` leads out
+            return _openat2(self.source_fd, b"/".join(parts), flags)
+        if not all(map(is_visible, parts[:-1])):
+            raise _not_shown(self.display_path(parts))
+        fd = self.source_fd
+        try:
+            for part in parts[:-1]:
+                parent = fd
+                fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
+                if parent != self.source_fd:
+                    os.close(parent)
+            return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)
+        finally:
+            if fd != self.source_fd:
+                os.close(fd)
+
+    def stat_dir(self, parts: Parts) -> os.stat_result:
+        """The stat of the directory `parts`; FileNotFoundError unless it is one we show."""
+        if not parts:
+            return os.fstat(self.source_fd)
+        parent = self.open_dir(parts[:-1]) if len(parts) > 1 else self.source_fd
+        try:
+            if not is_visible(parts[-1]):
+                raise _not_shown(self.display_path(parts))
+            result = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        finally:
+            if parent != self.source_fd:
+                os.close(parent)
+        if not stat.S_ISDIR(result.st_mode):
+            raise _not_shown(self.display_path(parts))
+        return result
+
+    def list_dir(self, parts: Parts) -> list[tuple[bytes, os.stat_result]]:
+        """The visible subdirectories of `parts` and their stats, sorted by name."""
+        fd = self.open_dir(parts)
+        entries = []
+        try:
+            with os.scandir(fd) as scan:
+                for entry in scan:
+                    name = os.fsencode(entry.name)
+                    if not is_visible(name) or not entry.is_dir(follow_symlinks=False):
+                        continue
+                    try:
+                        entries.append((name, entry.stat(follow_symlinks=False)))
+                    except FileNotFoundError:
+                        continue  # removed while we listed
+        finally:
+            os.close(fd)
+        entries.sort(key=lambda entry: entry[0])
+        return entries
+
+    def make_dir(self, parts: Parts, owner: tuple[int, int]) -> os.stat_result:
+        """Create the directory `parts` (0700, like nerdctl's), owned by `owner` if we may."""
+        if not is_visible(parts[-1]):
+            raise ValueError(f"a hidden name is never shown: {os.fsdecode(parts[-1])!r}")
+        parent = self.open_dir(parts[:-1])
+        try:
+            os.mkdir(parts[-1], 0o700, dir_fd=parent)
+            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            os.fchmod(fd, 0o700)
+            with contextlib.suppress(PermissionError):  # unprivileged: ours is fine
+                os.fchown(fd, *owner)
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+
+_openat2 = _load_openat2()

@@ -1,0 +1,187 @@
+"""`lifecyclefs mount` and `umount`: live on return, clean on signals, clear on errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fusefs.mount import lifecyclefs_mounts
+from store import Store, Timestamp
+from tests.conftest import LIFECYCLEFS, Mount, force_unmount, lifecyclefs, wait_for_exit
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A depth-1 tree with one started container."""
+    root = tmp_path / "source"
+    Store(root / "c1", create=True).update(started_at=Timestamp(0))
+    return root
+
+
+@pytest.fixture
+def mountpoint(tmp_path: Path) -> Iterator[Path]:
+    """An empty directory to mount on, never left mounted."""
+    path = tmp_path / "mnt"
+    path.mkdir()
+    yield path
+    if str(path) in lifecyclefs_mounts():
+        force_unmount(path)
+        pytest.fail(f"{path} was left mounted")
+
+
+def test_mount_is_live_when_the_command_returns(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    # The caller's stdout is a pipe: the command must return without the daemon holding it.
+    result = subprocess.run(
+        [LIFECYCLEFS, "mount", str(source), str(mountpoint), "--pid-file", str(pid_file)],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout == b""
+    assert result.stderr == b""
+    pid = int(pid_file.read_text())
+    try:
+        assert str(mountpoint) in lifecyclefs_mounts()
+        assert (mountpoint / "c1" / "started_at").read_text() == "1970-01-01T00:00:00Z\n"
+    finally:
+        lifecyclefs("umount", str(mountpoint))
+    assert wait_for_exit(pid, timeout=10)
+    assert str(mountpoint) not in lifecyclefs_mounts()
+    assert not pid_file.exists()
+
+
+def test_python_dash_m_fusefs_is_the_same_command(source: Path, mountpoint: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fusefs", "umount", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"lifecyclefs: {mountpoint} is not a lifecyclefs mount\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_foreground_mount_unmounts_cleanly_on_signal(
+    source: Path, mountpoint: Path, tmp_path: Path, signum: signal.Signals
+) -> None:
+    notify = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify))
+        listener.settimeout(30)
+        daemon = subprocess.Popen(
+            [LIFECYCLEFS, "mount", "-f", str(source), str(mountpoint)],
+            env={**os.environ, "NOTIFY_SOCKET": str(notify)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert listener.recv(64) == b"READY=1"
+            assert (mountpoint / "c1" / "create_error").read_text() == "false\n"
+            daemon.send_signal(signum)
+            _, errors = daemon.communicate(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    assert daemon.returncode == 0, errors
+    assert str(mountpoint) not in lifecyclefs_mounts()
+    assert f"{signum.name}: unmounting" in errors
+
+
+def test_umount_clears_a_mount_whose_daemon_died(mount: Callable[..., Mount], source: Path) -> None:
+    live = mount(source)
+    os.kill(live.pid, signal.SIGKILL)
+    assert wait_for_exit(live.pid, timeout=10)
+    with pytest.raises(OSError, match="not connected"):
+        os.listdir(live.path)
+    lifecyclefs("umount", str(live.path))
+    assert str(live.path) not in lifecyclefs_mounts()
+    assert os.listdir(live.path) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["{tmp}/missing", "{mnt}"], "source {tmp}/missing is not a directory"),
+        (["{src}", "{tmp}/missing"], "mount point {tmp}/missing is not a directory"),
+        (["{src}", "{src}/c1"], "mount point {src}/c1 is not empty"),
+        (["{src}", "{full}"], "mount point {full} is not empty"),
+        (["{tmp}", "{mnt}"], "mount point {mnt} is inside source {tmp}"),
+        (["-o", "bogus", "{src}", "{mnt}"], "unknown mount option 'bogus'"),
+        (["-o", "lock_timeout=soon", "{src}", "{mnt}"], "-o lock_timeout= needs a number"),
+    ],
+)
+def test_mount_errors_are_one_line_and_exit_1(
+    source: Path, mountpoint: Path, tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "file").touch()
+    names = {"tmp": tmp_path, "src": source, "mnt": mountpoint, "full": full}
+    result = lifecyclefs("mount", *(a.format(**names) for a in arguments), check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"lifecyclefs: {message.format(**names)}")
+    assert result.stderr.count("\n") == 1
+    assert str(mountpoint) not in lifecyclefs_mounts()
+
+
+def test_busy_mount_point_is_refused(mount: Callable[..., Mount], source: Path) -> None:
+    live = mount(source)
+    result = lifecyclefs("mount", str(source), str(live.path), check=False)
+    assert result.returncode == 1
+    assert (
+        result.stderr == f"lifecyclefs: mount point {live.path} is busy: a filesystem is mounted\n"
+    )
+
+
+def test_missing_dev_fuse_is_refused_before_forking(source: Path, mountpoint: Path) -> None:
+    # A private mount namespace whose /dev has no fuse device.
+    result = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs none /dev && exec "$0" mount "$1" "$2"',
+            LIFECYCLEFS,
+            str(source),
+            str(mountpoint),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr == "lifecyclefs: no /dev/fuse on this machine: load the fuse kernel module\n"
+    )
+
+
+def test_usage_errors_exit_2(source: Path, mountpoint: Path) -> None:
+    for arguments in (["mount", str(source)], ["frobnicate"], ["mount", "--depth", "x"]):
+        result = lifecyclefs(*arguments, check=False)
+        assert result.returncode == 2
+        assert "usage error" in result.stderr
+    result = lifecyclefs("mount", "--depth", "0", str(source), str(mountpoint), check=False)
+    assert result.returncode == 1
+    assert result.stderr == "lifecyclefs: --depth must be at least 1\n"
+
+
+def test_umount_of_something_else_is_refused(mountpoint: Path) -> None:
+    result = lifecyclefs("umount", str(mountpoint), check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"lifecyclefs: {mountpoint} is not a lifecyclefs mount\n"
