@@ -8,11 +8,14 @@ never pay for importing trio or pyfuse3.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from store import LifecycleStoreError
+from store import Lifecycle, LifecycleStoreError, Store, Timestamp
+from store.codec import encode
+from store.values import FIELDS, Update
 
 PROG = "lifecyclefs"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -20,6 +23,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class CommandError(Exception):
     """A failure to report as one line on stderr and exit status 1."""
+
+
+class UsageError(Exception):
+    """A command line that does not make sense: one line on stderr and exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +90,79 @@ def _cmd_umount(args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from error
 
 
+def _lock_timeout(args: argparse.Namespace) -> float | None:
+    seconds: float | None = args.lock_timeout
+    return None if seconds is None or seconds <= 0 else seconds
+
+
+def _cmd_get(args: argparse.Namespace) -> None:
+    record = Store(args.state_dir).snapshot()
+    if args.field:
+        sys.stdout.write(FIELDS[args.field].render(record))
+        return
+    for field in FIELDS.values():
+        sys.stdout.write(field.render(record) or "\n")
+
+
+def _parse_assignments(assignments: Sequence[str]) -> list[Update]:
+    updates = []
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals or name not in FIELDS:
+            raise UsageError(
+                f"expected FIELD=VALUE with FIELD one of {', '.join(FIELDS)}, not {assignment!r}"
+            )
+        try:
+            updates.append(FIELDS[name].parse(value))
+        except ValueError as error:
+            raise CommandError(f"{name}: {error}") from error
+    return updates
+
+
+def _cmd_set(args: argparse.Namespace) -> None:
+    updates = _parse_assignments(args.assignments)
+
+    def apply(record: Lifecycle) -> None:
+        for update in updates:
+            update(record)
+
+    Store(args.state_dir, lock_timeout=_lock_timeout(args)).transform(apply)
+
+
+def docker_state(record: Lifecycle) -> dict[str, dict[str, str]]:
+    """`{"State": {"StartedAt": ...}}` as `nerdctl inspect` prints it.
+
+    nerdctl shows the time in UTC, and leaves StartedAt empty for the zero time.
+    """
+    started = record.started_at
+    shown = "" if started.is_unset else Timestamp(started.unix_ns).format()
+    return {"State": {"StartedAt": shown}}
+
+
+def _cmd_show(args: argparse.Namespace) -> None:
+    record = Store(args.state_dir).snapshot()
+    if args.json:
+        sys.stdout.write(encode(record).decode() + "\n")
+    elif args.docker:
+        sys.stdout.write(json.dumps(docker_state(record), indent=4) + "\n")
+    else:
+        for name, field in FIELDS.items():
+            value = field.render(record).rstrip("\n") or "(not started)"
+            sys.stdout.write(f"{name + ':':<14}{value}\n")
+
+
+def _cmd_delete(args: argparse.Namespace) -> None:
+    Store(args.state_dir, lock_timeout=_lock_timeout(args)).delete()
+
+
+def _cmd_oci_hook(args: argparse.Namespace) -> None:
+    from fusefs import ocihook  # noqa: PLC0415 - only hooks need it
+
+    status = ocihook.main(args.stage, args.state_dir, args.strict, _lock_timeout(args))
+    if status:
+        raise SystemExit(status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     parser = _Parser(prog=PROG, description="nerdctl's container lifecycle state, as files.")
@@ -129,6 +209,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     umount.add_argument("mountpoint", metavar="MOUNTPOINT")
     umount.set_defaults(run=_cmd_umount)
+
+    lock_timeout = _Parser(add_help=False)
+    lock_timeout.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up when the lock stays taken this long (default: wait, as nerdctl does)",
+    )
+
+    get = commands.add_parser(
+        "get",
+        help="print field values, as the filesystem shows them",
+        description="Print one value per line (all fields, or FIELD), exactly as the"
+        " filesystem's value files hold them. Reads the last committed record without"
+        " waiting for the lock.",
+    )
+    get.add_argument("state_dir", metavar="STATE_DIR")
+    get.add_argument("field", metavar="FIELD", nargs="?", choices=list(FIELDS))
+    get.set_defaults(run=_cmd_get)
+
+    set_ = commands.add_parser(
+        "set",
+        parents=[lock_timeout],
+        help="set fields in one atomic, locked transform",
+        description="Set each FIELD to VALUE in one transform, parsing values as the"
+        " filesystem does: started_at=now, started_at=2024-01-02T03:04:05Z,"
+        " started_at= (unset), create_error=true|false|1|0.",
+    )
+    set_.add_argument("state_dir", metavar="STATE_DIR")
+    set_.add_argument("assignments", metavar="FIELD=VALUE", nargs="+")
+    set_.set_defaults(run=_cmd_set)
+
+    show = commands.add_parser("show", help="show the whole record")
+    show.add_argument("state_dir", metavar="STATE_DIR")
+    form = show.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the record as nerdctl writes it")
+    form.add_argument(
+        "--docker",
+        action="store_true",
+        help='{"State": {"StartedAt": ...}} as nerdctl inspect prints it',
+    )
+    show.set_defaults(run=_cmd_show)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[lock_timeout],
+        help="remove the record (not an error if there is none)",
+    )
+    delete.add_argument("state_dir", metavar="STATE_DIR")
+    delete.set_defaults(run=_cmd_delete)
+
+    hook = commands.add_parser(
+        "oci-hook",
+        help="an OCI runtime hook: createRuntime or poststop",
+        description="Read the OCI state on stdin and update the container's record as"
+        " nerdctl's hook does: createRuntime sets started_at to now and create_error to"
+        " false; poststop clears create_error. The state directory is the"
+        " nerdctl/state-dir annotation unless --state-dir is given. Bad input is logged"
+        " and exits 0 (the container still runs) unless --strict.",
+    )
+    hook.add_argument("--strict", action="store_true", help="fail (exit 1) on bad input")
+    hook.add_argument("--state-dir", metavar="DIR", help="use DIR, not the annotation")
+    hook.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when the lock stays taken this long (default 10; 0 waits for ever)",
+    )
+    hook.add_argument("stage", metavar="STAGE", help="createRuntime or poststop (any case)")
+    hook.set_defaults(run=_cmd_oci_hook)
     return parser
 
 
@@ -138,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
+    except UsageError as error:
+        print(f"{PROG} {args.command}: usage error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (CommandError, LifecycleStoreError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import socket
 import stat
@@ -232,7 +233,8 @@ def _notify_systemd(message: bytes) -> None:
 
 
 def _mountinfo_unescape(field_text: str) -> str:
-    return field_text.encode().decode("unicode_escape") if "\\" in field_text else field_text
+    """Undo the octal escapes (a space is `\\040`) of /proc/self/mountinfo."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field_text)
 
 
 def lifecyclefs_mounts() -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,3 +77,34 @@ def run_workers(jobs: list[tuple[str, Path, int]], timeout: float = 120) -> None
             for stream in (worker.stdin, worker.stdout):
                 if stream is not None:
                     stream.close()
+
+
+def stop(process: subprocess.Popen[str], signum: int) -> str:
+    """Send `signum`, wait for the process to exit, and return its stderr."""
+    process.send_signal(signum)
+    _, errors = process.communicate(timeout=30)
+    return errors
+
+
+@contextmanager
+def notify_service(command: list[str], socket_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Run `command` as systemd runs a Type=notify service: yield once it sends READY=1.
+
+    Its stderr is captured (`stop` returns it); it is killed if still running after.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(socket_path))
+        systemd.settimeout(30)
+        service = subprocess.Popen(
+            command,
+            env={**os.environ, "NOTIFY_SOCKET": str(socket_path)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert systemd.recv(64) == b"READY=1"
+            yield service
+        finally:
+            if service.poll() is None:
+                service.kill()
+                service.wait()

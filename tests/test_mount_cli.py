@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import pytest
 from fusefs.mount import lifecyclefs_mounts
 from store import Store, Timestamp
 from tests.conftest import LIFECYCLEFS, Mount, force_unmount, lifecyclefs, wait_for_exit
+from tests.processes import notify_service, stop
 
 
 @pytest.fixture
@@ -75,25 +75,10 @@ def test_python_dash_m_fusefs_is_the_same_command(source: Path, mountpoint: Path
 def test_foreground_mount_unmounts_cleanly_on_signal(
     source: Path, mountpoint: Path, tmp_path: Path, signum: signal.Signals
 ) -> None:
-    notify = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(notify))
-        listener.settimeout(30)
-        daemon = subprocess.Popen(
-            [LIFECYCLEFS, "mount", "-f", str(source), str(mountpoint)],
-            env={**os.environ, "NOTIFY_SOCKET": str(notify)},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert listener.recv(64) == b"READY=1"
-            assert (mountpoint / "c1" / "create_error").read_text() == "false\n"
-            daemon.send_signal(signum)
-            _, errors = daemon.communicate(timeout=30)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+    command = [LIFECYCLEFS, "mount", "-f", str(source), str(mountpoint)]
+    with notify_service(command, tmp_path / "notify") as daemon:
+        assert (mountpoint / "c1" / "create_error").read_text() == "false\n"
+        errors = stop(daemon, signum)
     assert daemon.returncode == 0, errors
     assert str(mountpoint) not in lifecyclefs_mounts()
     assert f"{signum.name}: unmounting" in errors
