@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -18,6 +19,35 @@ from fusefs.mount import lifecyclefs_mounts
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden" / "nerdctl-v2.0.3"
 OCI_STATE = DATA / "oci-state"
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted for the test, always unmounted afterwards."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "lifecyclefs-test", str(mountpoint)],
+        check=True,
+    )
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+            pytest.fail(f"{mountpoint} was busy at the end of the test")
+
+
+def write_forever(file: BinaryIO) -> None:
+    while True:
+        file.write(b"\0" * 4096)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as file, pytest.raises(OSError, match="No space left"):
+        write_forever(file)
+    return filler
 
 
 @pytest.fixture

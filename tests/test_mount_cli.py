@@ -170,3 +170,15 @@ def test_umount_of_something_else_is_refused(mountpoint: Path) -> None:
     result = lifecyclefs("umount", str(mountpoint), check=False)
     assert result.returncode == 1
     assert result.stderr == f"lifecyclefs: {mountpoint} is not a lifecyclefs mount\n"
+
+
+def test_debug_logs_every_request_in_the_foreground(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    command = [LIFECYCLEFS, "mount", "--debug", str(source), str(mountpoint)]
+    with notify_service(command, tmp_path / "notify") as daemon:
+        assert (mountpoint / "c1" / "create_error").read_text() == "false\n"
+        errors = stop(daemon, signal.SIGTERM)
+    assert daemon.returncode == 0
+    assert "opcode: OPEN" in errors
+    assert "opcode: READ" in errors

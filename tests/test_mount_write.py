@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from store import Lifecycle, Store, Timestamp
-from tests.conftest import Mount
+from tests.conftest import Mount, fill
 from tests.processes import lock_held_elsewhere
 
 T0 = Timestamp.parse("2024-01-02T03:04:05.5Z")
@@ -245,3 +245,22 @@ def test_unsupported_operations_are_eperm(
     assert sorted(os.listdir(live.path / "c1")) == ["create_error", "lifecycle.json", "started_at"]
     assert record_of(source) == Lifecycle(T0)
     assert not any("internal error" in line for line in live.log_lines())
+
+
+def test_full_filesystem_is_enospc_through_the_mount(
+    tiny_tmpfs: Path, mount: Callable[..., Mount]
+) -> None:
+    source = tiny_tmpfs / "source"
+    Store(source / "c1", create=True).update(started_at=T0)
+    before = (source / "c1" / "lifecycle.json").read_bytes()
+    live = mount(source)
+    filler = fill(tiny_tmpfs)
+    try:
+        result = sh('echo true > "$F"', F=str(live.path / "c1" / "create_error"))
+        assert result.returncode == 1
+        assert result.stderr.strip().endswith("No space left on device")
+        assert (source / "c1" / "lifecycle.json").read_bytes() == before
+        assert sorted(os.listdir(source / "c1")) == ["lifecycle.json"]
+    finally:
+        filler.unlink()
+    assert sh('echo true > "$F"', F=str(live.path / "c1" / "create_error")).returncode == 0

@@ -4,43 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from store import LifecycleStoreError, Store, Timestamp
+from tests.conftest import fill
 
 T0 = Timestamp.parse("2024-01-02T03:04:05Z")
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs mounted for the test, always unmounted afterwards."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "lifecyclefs-test", str(mountpoint)],
-        check=True,
-    )
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
-
-
-def write_forever(file: BinaryIO) -> None:
-    while True:
-        file.write(b"\0" * 4096)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as file, pytest.raises(OSError, match="No space left"):
-        write_forever(file)
-    return filler
 
 
 @pytest.mark.parametrize("durable", [True, False])
