@@ -56,10 +56,6 @@ class InodeTable:
         """The node of `parts` if the kernel knows it, without counting a lookup."""
         return self._by_parts.get(parts)
 
-    def find_ino(self, ino: int) -> Node | None:
-        """The node numbered `ino` if the kernel knows it."""
-        return self._by_ino.get(ino)
-
     def forget(self, ino: int, count: int) -> None:
         """Drop `count` lookups of `ino`; at zero the node is gone (the root stays)."""
         node = self._by_ino.get(ino)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, SetattrFields
 
 from fusefs.files import FILES, ContainerFile
@@ -53,6 +54,7 @@ class MountOptions:
 
 
 _Snapshot = tuple[Lifecycle, os.stat_result | None]
+"""A record and the stat of its file (None when there is no record)."""
 
 
 @dataclass(slots=True)
@@ -156,8 +158,10 @@ class Operations(pyfuse3.Operations):
         return store
 
     def _read_committed(self, container: Parts) -> tuple[Lifecycle, int | None]:
-        """The last committed record of `container`, read without the lock, and the
-        descriptor it was read from (None when there is no record); the caller closes it.
+        """The last committed record of `container`, read without the lock.
+
+        Also the descriptor it was read from (None when there is no record), still open
+        so that its stat can be taken later; the caller closes it.
         """
         path = self._store(container).record_path
         try:
@@ -322,13 +326,20 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
-        """Snapshot the directory's entries, so that readdir's offsets stay stable."""
+        """Snapshot the directory's entries, so that readdir's offsets stay stable.
+
+        Listing a level of containers stats every entry (10,000 of them, maybe), so it
+        runs in a worker thread rather than stall every other request of the mount.
+        """
         node = self._node(inode)
         entries: list[tuple[bytes, EntryAttributes]]
         if len(node.parts) < self.view.depth:
-            entries = [
-                (name, self._dir_attrs(0, st)) for name, st in self.view.list_dir(node.parts)
-            ]
+
+            def list_with_attrs() -> list[tuple[bytes, EntryAttributes]]:
+                listing = self.view.list_dir(node.parts)
+                return [(name, self._dir_attrs(0, st)) for name, st in listing]
+
+            entries = await trio.to_thread.run_sync(list_with_attrs)
         elif len(node.parts) == self.view.depth:
             record, record_stat = self._snapshot(node.parts)
             entries = [

@@ -4,8 +4,9 @@ A path in the view is a tuple of names (bytes, as the kernel sends them) below S
 Every directory at `depth` is a container; the levels above it (nerdctl's namespace
 directories at depth 2) are plain directories. Only real directories whose names do
 not start with "." are shown: files, symlinks, hidden and temporary entries are not.
-Each step is opened with O_NOFOLLOW relative to the one before, starting from a
-descriptor of SOURCE, so a symlink planted anywhere in the tree never leads out of it.
+Everything is opened from a descriptor of SOURCE with openat2(RESOLVE_BENEATH |
+RESOLVE_NO_SYMLINKS) (on kernels without it, a walk of O_NOFOLLOW opens), so neither a
+symlink planted anywhere in the tree nor a `..` ever leads out of it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,16 @@ def _load_openat2() -> Callable[[int, bytes, int], int] | None:
         ]
 
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    # Declared, so that every argument reaches the kernel at its full C width.
+    syscall.argtypes = [
+        ctypes.c_long,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.POINTER(OpenHow),
+        ctypes.c_size_t,
+    ]
     resolve = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
     hows: dict[int, OpenHow] = {}  # one per set of flags: the view uses two
     size = ctypes.sizeof(OpenHow)
@@ -49,7 +59,7 @@ def _load_openat2() -> Callable[[int, bytes, int], int] | None:
         how = hows.get(flags)
         if how is None:
             how = hows[flags] = OpenHow(flags, 0, resolve)
-        fd = libc.syscall(_SYS_OPENAT2, dir_fd, path, ctypes.byref(how), size)
+        fd = syscall(_SYS_OPENAT2, dir_fd, path, ctypes.byref(how), size)
         if fd < 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), os.fsdecode(path))
