@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -105,23 +106,28 @@ def _daemonize(request: MountRequest, view: View) -> None:
         reason = answer.decode(errors="replace").strip()
         raise MountError(reason or "the daemon exited before the mount was live")
     os.close(ready_read)
+    parent: list[int] = [ready_write]  # emptied once the parent has its answer
+
+    def tell_parent(answer: bytes) -> None:
+        if parent:
+            os.write(parent[0], answer)
+            os.close(parent.pop())
+
+    def ready() -> None:
+        _detach_stdio()
+        tell_parent(_READY)
+
     code = 1
     try:
         os.setsid()
         _log_to_file_or_syslog(request.log_file)
-
-        def ready() -> None:
-            _detach_stdio()
-            os.write(ready_write, _READY)
-            os.close(ready_write)
-
         _serve(request, view, on_ready=ready)
         code = 0
     except MountError as error:
-        os.write(ready_write, str(error).encode())
+        tell_parent(str(error).encode())
     except BaseException:
         log.exception("the daemon failed")
-        os.write(ready_write, b"the daemon failed; see its log")
+        tell_parent(b"the daemon failed; see its log")
     finally:
         os._exit(code)  # never return into the caller's code in the child
 
@@ -139,10 +145,10 @@ def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> N
     if request.debug:
         fuse_options.add("debug")
     try:
-        pyfuse3.init(operations, request.mountpoint, fuse_options)
-    except RuntimeError as error:
+        _init(operations, request.mountpoint, fuse_options)
+    except MountError:
         view.close()
-        raise MountError(f"cannot mount on {request.mountpoint}: {error}") from error
+        raise
     stopped_by_signal = True
     try:
         stopped_by_signal = trio.run(_run, request, on_ready)
@@ -154,6 +160,27 @@ def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> N
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(request.pid_file)
         log.info("unmounted %s", request.mountpoint)
+
+
+def _init(operations: Operations, mountpoint: str, fuse_options: set[str]) -> None:
+    """pyfuse3.init, with what libfuse prints on failure folded into one MountError line."""
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as said:
+        os.dup2(said.fileno(), 2)
+        try:
+            pyfuse3.init(operations, mountpoint, fuse_options)
+        except RuntimeError as error:
+            failure: RuntimeError | None = error
+        else:
+            failure = None
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+        if failure is not None:
+            said.seek(0)
+            lines = said.read().decode(errors="replace").strip().splitlines()
+            reason = lines[-1] if lines else str(failure)
+            raise MountError(f"cannot mount on {mountpoint}: {reason}") from failure
 
 
 async def _run(request: MountRequest, on_ready: Callable[[], None]) -> bool:

@@ -130,29 +130,33 @@ def test_busy_mount_point_is_refused(mount: Callable[..., Mount], source: Path) 
     )
 
 
-def test_missing_dev_fuse_is_refused_before_forking(source: Path, mountpoint: Path) -> None:
-    # A private mount namespace whose /dev has no fuse device.
+def mount_in_private_namespace(setup: str, source: Path, mountpoint: Path) -> tuple[int, str]:
+    """`lifecyclefs mount` in a private mount namespace prepared by the shell `setup`."""
+    script = f'{setup} && exec "$0" mount "$1" "$2"'
+    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
     result = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            'mount -t tmpfs none /dev && exec "$0" mount "$1" "$2"',
-            LIFECYCLEFS,
-            str(source),
-            str(mountpoint),
-        ],
+        [*unshare, LIFECYCLEFS, str(source), str(mountpoint)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert result.returncode == 1
-    assert (
-        result.stderr == "lifecyclefs: no /dev/fuse on this machine: load the fuse kernel module\n"
+    return result.returncode, result.stderr
+
+
+def test_missing_dev_fuse_is_refused_before_forking(source: Path, mountpoint: Path) -> None:
+    status, errors = mount_in_private_namespace("mount -t tmpfs none /dev", source, mountpoint)
+    assert status == 1
+    assert errors == "lifecyclefs: no /dev/fuse on this machine: load the fuse kernel module\n"
+
+
+def test_a_mount_refused_by_the_kernel_is_one_line_too(source: Path, mountpoint: Path) -> None:
+    # /dev/fuse is /dev/null there: libfuse's mount fails after the checks passed.
+    setup = "mount --bind /dev/null /dev/fuse"
+    status, errors = mount_in_private_namespace(setup, source, mountpoint)
+    assert status == 1
+    assert errors == (
+        f"lifecyclefs: cannot mount on {mountpoint}: fuse: mount failed: Invalid argument\n"
     )
 
 
