@@ -4,7 +4,7 @@
 mount on its next line. In the background (the default) the command forks: the child
 mounts, serves one request to itself to prove the mount live, lets go of the caller's
 stdout and stderr, and only then tells the parent, which exits 0. Argument errors are
-found before any fork. SIGINT and SIGTERM unmount cleanly.
+found before any fork. SIGINT, SIGTERM and SIGHUP (a closed terminal) unmount cleanly.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ async def _run(request: MountRequest, on_ready: Callable[[], None]) -> bool:
 
     async def watch_signals(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         nonlocal stopped_by_signal
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
                 log.info("%s: unmounting %s", signal.Signals(signum).name, request.mountpoint)

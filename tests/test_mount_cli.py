@@ -71,7 +71,7 @@ def test_python_dash_m_fusefs_is_the_same_command(source: Path, mountpoint: Path
     assert result.stderr == f"lifecyclefs: {mountpoint} is not a lifecyclefs mount\n"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_foreground_mount_unmounts_cleanly_on_signal(
     source: Path, mountpoint: Path, tmp_path: Path, signum: signal.Signals
 ) -> None:
