@@ -74,24 +74,47 @@ class _OpenDir:
     entries: list[tuple[bytes, EntryAttributes]]
 
 
-def _fuse_errors(
+def _fuse_error(operations: Operations, error: Exception, handler: str) -> FUSEError:
+    """The FUSEError a shell user understands for an exception a handler raised."""
+    if isinstance(error, FUSEError):
+        return error
+    if isinstance(error, LifecycleStoreError):
+        return FUSEError(operations.errno_for(error))
+    if isinstance(error, OSError):
+        return FUSEError(error.errno or errno.EIO)
+    log.error("internal error in %s; answered EIO", handler, exc_info=error)
+    return FUSEError(errno.EIO)
+
+
+def _handler(
+    handler: Callable[Concatenate[Operations, P], T],
+) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
+    """pyfuse3's async handler for `handler`, which answers without waiting for anything.
+
+    Only FUSEError leaves it: anything else would end pyfuse3's main loop.
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(self: Operations, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return handler(self, *args, **kwargs)
+        except Exception as error:
+            raise _fuse_error(self, error, handler.__name__) from None
+
+    return wrapper
+
+
+def _waiting_handler(
     handler: Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
-    """Turn every exception a handler raises into the FUSEError a shell user understands."""
+    """Like `_handler`, for a handler that waits (a worker thread, a lock)."""
 
     @functools.wraps(handler)
     async def wrapper(self: Operations, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await handler(self, *args, **kwargs)
-        except FUSEError:
-            raise
-        except LifecycleStoreError as error:
-            raise FUSEError(self.errno_for(error)) from None
-        except OSError as error:
-            raise FUSEError(error.errno or errno.EIO) from None
-        except Exception:
-            log.exception("internal error in %s; answered EIO", handler.__name__)
-            raise FUSEError(errno.EIO) from None
+        except Exception as error:
+            raise _fuse_error(self, error, handler.__name__) from None
 
     return wrapper
 
@@ -253,8 +276,8 @@ class Operations(pyfuse3.Operations):
 
     # Lookups and attributes ----------------------------------------------------------
 
-    @_fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
+    @_handler
+    def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
         """The entry `name` of a directory: a state directory, or a container's file."""
         parent = self._node(parent_inode)
         parts = (*parent.parts, name)
@@ -271,14 +294,14 @@ class Operations(pyfuse3.Operations):
         attrs.st_ino = self.inodes.remember(parts).ino
         return attrs
 
-    @_fuse_errors
-    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+    @_handler
+    def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """Drop the lookups the kernel no longer holds."""
         for ino, count in inode_list:
             self.inodes.forget(ino, count)
 
-    @_fuse_errors
-    async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
+    @_handler
+    def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
         """Attributes of the backing directory, or of the record behind a value file."""
         node = self._node(inode)
         handle = self._files.get(self._opened.pop(inode, 0))
@@ -288,8 +311,8 @@ class Operations(pyfuse3.Operations):
             return self._file_attrs(inode, container, handle.file, handle.record, record_stat)
         return self._attrs(node)
 
-    @_fuse_errors
-    async def setattr(
+    @_handler
+    def setattr(
         self,
         inode: int,
         attr: EntryAttributes,
@@ -303,8 +326,8 @@ class Operations(pyfuse3.Operations):
             raise _fail(errno.EPERM)
         return self._attrs(node)
 
-    @_fuse_errors
-    async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
+    @_handler
+    def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
         """The statistics of the filesystem that holds SOURCE."""
         backing = os.statvfs(self.view.source_fd)
         data = pyfuse3.StatvfsData()
@@ -324,7 +347,7 @@ class Operations(pyfuse3.Operations):
 
     # Directories ---------------------------------------------------------------------
 
-    @_fuse_errors
+    @_waiting_handler
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         """Snapshot the directory's entries, so that readdir's offsets stay stable.
 
@@ -352,8 +375,8 @@ class Operations(pyfuse3.Operations):
         self._dirs[fh] = _OpenDir(node.parts, entries)
         return fh
 
-    @_fuse_errors
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    @_handler
+    def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """Entries from `start_id` on; each one the kernel accepts counts as a lookup."""
         handle = self._dirs[fh]
         for index in range(start_id, len(handle.entries)):
@@ -364,13 +387,13 @@ class Operations(pyfuse3.Operations):
                 self.inodes.forget(node.ino, 1)
                 break
 
-    @_fuse_errors
-    async def releasedir(self, fh: int) -> None:
+    @_handler
+    def releasedir(self, fh: int) -> None:
         """Drop the snapshot taken at opendir."""
         del self._dirs[fh]
 
-    @_fuse_errors
-    async def mkdir(
+    @_handler
+    def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: RequestContext
     ) -> EntryAttributes:
         """Create a state directory (0700, owned by the caller) above container level."""
@@ -385,8 +408,8 @@ class Operations(pyfuse3.Operations):
 
     # Files ---------------------------------------------------------------------------
 
-    @_fuse_errors
-    async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
+    @_handler
+    def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
         """Open a container file; a reader gets a snapshot of the record taken now.
 
         O_TRUNC is ignored: the record stays as it is until a value is written.
@@ -415,12 +438,12 @@ class Operations(pyfuse3.Operations):
             self._opened[inode] = fh
         return FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
-    @_fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    @_handler
+    def read(self, fh: int, off: int, size: int) -> bytes:
         """A slice of the snapshot taken at open."""
         return self._files[fh].data[off : off + size]
 
-    @_fuse_errors
+    @_waiting_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         """Parse one whole value and commit it with one locked, atomic transform.
 
@@ -445,8 +468,8 @@ class Operations(pyfuse3.Operations):
         self._forget_cached_attrs(container)
         return len(buf)
 
-    @_fuse_errors
-    async def release(self, fh: int) -> None:
+    @_handler
+    def release(self, fh: int) -> None:
         """Forget the handle and close the record it read."""
         handle = self._files.pop(fh)
         if self._opened.get(handle.node.ino) == fh:
@@ -456,46 +479,46 @@ class Operations(pyfuse3.Operations):
 
     # What the view does not do -------------------------------------------------------
 
-    @_fuse_errors
-    async def create(
+    @_handler
+    def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: RequestContext
     ) -> tuple[FileInfo, EntryAttributes]:
         """New files: EPERM (a container holds exactly its value files)."""
         raise self._refused()
 
-    @_fuse_errors
-    async def mknod(
+    @_handler
+    def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: RequestContext
     ) -> EntryAttributes:
         """EPERM."""
         raise self._refused()
 
-    @_fuse_errors
-    async def symlink(
+    @_handler
+    def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: RequestContext
     ) -> EntryAttributes:
         """EPERM."""
         raise self._refused()
 
-    @_fuse_errors
-    async def link(
+    @_handler
+    def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: RequestContext
     ) -> EntryAttributes:
         """EPERM."""
         raise self._refused()
 
-    @_fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
+    @_handler
+    def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         """EPERM: removing state is nerdctl's business (or `lifecyclefs delete`)."""
         raise self._refused()
 
-    @_fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
+    @_handler
+    def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         """EPERM: removing state is nerdctl's business."""
         raise self._refused()
 
-    @_fuse_errors
-    async def rename(  # noqa: PLR0917 - pyfuse3's signature
+    @_handler
+    def rename(  # noqa: PLR0917 - pyfuse3's signature
         self,
         parent_inode_old: int,
         name_old: bytes,

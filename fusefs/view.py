@@ -26,11 +26,16 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RECORD: Final = RECORD_NAME.encode()
 
 
-def _load_openat2() -> Callable[[int, bytes, int], int] | None:
-    """Linux's openat2(2) confined below its directory with no symlinks, if the kernel has it.
+OpenBeneath = Callable[[bytes, int], int]
+"""Opens a relative path (with the given flags) below one directory; returns the fd."""
+
+
+def _load_openat2() -> Callable[[int], OpenBeneath] | None:
+    """Linux's openat2(2) confined below a directory, no symlinks, if the kernel has it.
 
     One system call does what a walk of O_NOFOLLOW opens does; the view's hot path
-    (every `cat`) opens the record with it.
+    (every `cat`) opens the record with it. Returns a binder: `bind(dir_fd)` gives the
+    opener for paths below `dir_fd`.
     """
 
     class OpenHow(ctypes.Structure):
@@ -40,39 +45,38 @@ def _load_openat2() -> Callable[[int, bytes, int], int] | None:
             ("resolve", ctypes.c_uint64),
         ]
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    syscall = libc.syscall
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
     syscall.restype = ctypes.c_long
-    # Declared, so that every argument reaches the kernel at its full C width.
-    syscall.argtypes = [
-        ctypes.c_long,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.POINTER(OpenHow),
-        ctypes.c_size_t,
-    ]
+    # Every argument but the path is a ctypes object made once: each reaches the
+    # kernel at its full C width, and a call converts nothing.
+    number = ctypes.c_long(_SYS_OPENAT2)
+    size = ctypes.c_size_t(ctypes.sizeof(OpenHow))
     resolve = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
-    hows: dict[int, OpenHow] = {}  # one per set of flags: the view uses two
-    size = ctypes.sizeof(OpenHow)
+    hows: dict[int, object] = {}  # by flags: a reference to its open_how (the view uses two)
 
-    def openat2(dir_fd: int, path: bytes, flags: int) -> int:
-        how = hows.get(flags)
-        if how is None:
-            how = hows[flags] = OpenHow(flags, 0, resolve)
-        fd = syscall(_SYS_OPENAT2, dir_fd, path, ctypes.byref(how), size)
-        if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), os.fsdecode(path))
-        return int(fd)
+    def bind(dir_fd: int) -> OpenBeneath:
+        directory = ctypes.c_int(dir_fd)
+
+        def openat2(path: bytes, flags: int) -> int:
+            how = hows.get(flags)
+            if how is None:
+                how = hows[flags] = ctypes.byref(OpenHow(flags, 0, resolve))
+            fd = syscall(number, directory, path, how, size)
+            if fd < 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), os.fsdecode(path))
+            return int(fd)
+
+        return openat2
 
     root = os.open("/", _DIR_FLAGS)
     try:
-        os.close(openat2(root, b".", _DIR_FLAGS))
+        os.close(bind(root)(b".", _DIR_FLAGS))
     except OSError:
         return None  # ENOSYS (before Linux 5.6) or a seccomp filter: walk instead
     finally:
         os.close(root)
-    return openat2
+    return bind
 
 
 _SYS_OPENAT2: Final = 437  # the same number on every architecture
@@ -100,6 +104,7 @@ class View:
         self.source = os.path.abspath(source)
         self.depth = depth
         self.source_fd = os.open(self.source, _DIR_FLAGS)
+        self._openat2 = None if _openat2 is None else _openat2(self.source_fd)
 
     def close(self) -> None:
         """Release the SOURCE descriptor."""
@@ -140,8 +145,8 @@ class View:
 
     def _open_beneath(self, parts: Parts, flags: int) -> int:
         """Open `parts` below SOURCE; any symlink on the way fails (ELOOP or ENOTDIR)."""
-        if _openat2 is not None:  # RESOLVE_BENEATH: not even `..` leads out
-            return _openat2(self.source_fd, b"/".join(parts), flags)
+        if self._openat2 is not None:  # RESOLVE_BENEATH: not even `..` leads out
+            return self._openat2(b"/".join(parts), flags)
         if not all(map(is_visible, parts[:-1])):
             raise _not_shown(self.display_path(parts))
         fd = self.source_fd
