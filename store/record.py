@@ -143,12 +143,7 @@ class Store:
         A missing record, or a missing state directory, is not an error. The other
         files of the directory (nerdctl keeps several there) are never touched.
         """
-        try:
-            existed = self._locked(self._delete)
-        except LifecycleStoreError as error:
-            if not self._is_missing_dir(error):
-                raise
-            existed = False
+        existed = self._locked(self._delete, if_missing=_nothing_deleted)
         self._record = Lifecycle()
         return existed
 
@@ -177,17 +172,11 @@ class Store:
 
     async def adelete(self) -> bool:
         """`delete()` for trio, cancellable while waiting for the lock."""
-        try:
-            existed = await self._alocked(self._delete, offload=self.durable)
-        except LifecycleStoreError as error:
-            if not self._is_missing_dir(error):
-                raise
-            existed = False
+        existed = await self._alocked(
+            self._delete, offload=self.durable, if_missing=_nothing_deleted
+        )
         self._record = Lifecycle()
         return existed
-
-    def _is_missing_dir(self, error: LifecycleStoreError) -> bool:
-        return error.errno == errno.ENOENT and error.path == self._state_dir
 
     def _open_path(self) -> int:
         return os.open(self._state_dir, _DIR_FLAGS)
@@ -195,10 +184,23 @@ class Store:
     def _open(self) -> int:
         try:
             return self._open_dir()
+        except FileNotFoundError as error:
+            raise _MissingStateDirError.from_os_error(
+                "cannot open state directory", self._state_dir, error
+            ) from error
         except OSError as error:
             raise LifecycleStoreError.from_os_error(
                 "cannot open state directory", self._state_dir, error
             ) from error
+
+    def _open_unless_missing(self, missing_ok: bool) -> int | None:
+        """A descriptor of the state directory; None if it is missing and that is fine."""
+        try:
+            return self._open()
+        except _MissingStateDirError:
+            if missing_ok:
+                return None
+            raise
 
     def _lock(self, dir_fd: int, check_cancelled: Callable[[], None] | None = None) -> None:
         try:
@@ -215,19 +217,27 @@ class Store:
                 "cannot lock", self._state_dir, error
             ) from error
 
-    def _locked(self, op: Callable[[int], T]) -> T:
-        dir_fd = self._open()
+    def _locked(self, op: Callable[[int], T], if_missing: Callable[[], T] | None = None) -> T:
+        dir_fd = self._open_unless_missing(if_missing is not None)
+        if dir_fd is None:
+            assert if_missing is not None
+            return if_missing()
         try:
             self._lock(dir_fd)
             return op(dir_fd)
         finally:
             os.close(dir_fd)
 
-    async def _alocked(self, op: Callable[[int], T], *, offload: bool) -> T:
+    async def _alocked(
+        self, op: Callable[[int], T], *, offload: bool, if_missing: Callable[[], T] | None = None
+    ) -> T:
         import trio  # noqa: PLC0415 - only the trio variants need trio; `store` alone does not
 
         await trio.lowlevel.checkpoint_if_cancelled()
-        dir_fd = self._open()
+        dir_fd = self._open_unless_missing(if_missing is not None)
+        if dir_fd is None:
+            assert if_missing is not None
+            return if_missing()
         try:
             try:
                 free = locking.try_lock(dir_fd)
@@ -301,6 +311,14 @@ class Store:
             raise LifecycleStoreError.from_os_error(
                 "cannot delete", self._record_path, error
             ) from error
+
+
+class _MissingStateDirError(LifecycleStoreError):
+    """The state directory does not exist (ENOENT); `delete` takes that as done."""
+
+
+def _nothing_deleted() -> bool:
+    return False
 
 
 def read_record(
