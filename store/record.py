@@ -184,12 +184,10 @@ class Store:
     def _open(self) -> int:
         try:
             return self._open_dir()
-        except FileNotFoundError as error:
-            raise _MissingStateDirError.from_os_error(
-                "cannot open state directory", self._state_dir, error
-            ) from error
         except OSError as error:
-            raise LifecycleStoreError.from_os_error(
+            missing = isinstance(error, FileNotFoundError)
+            kind = _MissingStateDirError if missing else LifecycleStoreError
+            raise kind.from_os_error(
                 "cannot open state directory", self._state_dir, error
             ) from error
 
