@@ -48,8 +48,16 @@ def _cmd_mount(args: argparse.Namespace) -> None:
     from fusefs.operations import MountOptions  # noqa: PLC0415 - heavy
 
     options = _mount_options(args.options)
-    known = {"ro", "rw", "allow_other", "default_permissions", "durable", "nodurable"}
-    unknown = sorted(set(options) - known - {"lock_timeout"})
+    known = {
+        "ro",
+        "rw",
+        "allow_other",
+        "default_permissions",
+        "durable",
+        "nodurable",
+        "lock_timeout",
+    }
+    unknown = sorted(set(options) - known)
     if unknown:
         raise CommandError(f"unknown mount option {unknown[0]!r} (see lifecyclefs mount --help)")
     lock_timeout: float | None = MountOptions().lock_timeout

@@ -259,8 +259,8 @@ def _notify_systemd(message: bytes) -> None:
         sock.sendall(message)
 
 
-def _mountinfo_unescape(field_text: str) -> str:
-    """Undo the octal escapes (a space is `\\040`) of /proc/self/mountinfo."""
+def unescape_mount_field(field_text: str) -> str:
+    """Undo the octal escapes (a space is `\\040`) of /proc/self/mountinfo and mounts."""
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field_text)
 
 
@@ -271,7 +271,7 @@ def lifecyclefs_mounts() -> list[str]:
         for line in file:
             before, _, after = line.partition(" - ")
             if after.split(" ", 1)[0] == FS_TYPE:
-                mounts.append(_mountinfo_unescape(before.split(" ")[4]))
+                mounts.append(unescape_mount_field(before.split(" ")[4]))
     return mounts
 
 

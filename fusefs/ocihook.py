@@ -37,7 +37,6 @@ class HookRequest:
 
     stage: str
     state_dir: str
-    container_id: str
 
 
 def normalize_stage(stage: str) -> str:
@@ -67,7 +66,6 @@ def read_state(stream: BinaryIO) -> dict[str, object]:
 
 def request_for(stage: str, state: dict[str, object], state_dir: str | None) -> HookRequest:
     """Which record to change, and how, for `stage` given the OCI `state`."""
-    container_id = state.get("id")
     if state_dir is None:
         annotations = state.get("annotations")
         found = annotations.get(STATE_DIR_ANNOTATION) if isinstance(annotations, dict) else None
@@ -76,11 +74,7 @@ def request_for(stage: str, state: dict[str, object], state_dir: str | None) -> 
         state_dir = found
     if not os.path.isabs(state_dir):
         raise HookInputError(f"the state directory must be an absolute path: {state_dir!r}")
-    return HookRequest(
-        normalize_stage(stage),
-        state_dir,
-        container_id if isinstance(container_id, str) else "?",
-    )
+    return HookRequest(normalize_stage(stage), state_dir)
 
 
 def _on_create_runtime(record: Lifecycle) -> None:

@@ -36,7 +36,7 @@ from store.values import MAX_VALUE_BYTES, decode_value
 log = logging.getLogger("lifecyclefs")
 
 CACHE_SECONDS: Final = 1.0
-"""Entry and attribute timeout: each `cat` costs one open, one read, one release."""
+"""Entry and attribute timeout: a repeated `cat` costs only its open, reads and release."""
 _BLOCK: Final = 512
 _STORES_KEPT: Final = 4096
 

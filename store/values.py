@@ -98,9 +98,10 @@ FIELDS: Final = {
 
 
 def decode_value(data: bytes) -> str:
-    """The text of a written value: at most MAX_VALUE_BYTES of UTF-8, else ValueError."""
-    if len(data) > MAX_VALUE_BYTES:
-        raise ValueError(f"a value is at most {MAX_VALUE_BYTES} bytes, got {len(data)}")
+    """The text of a written value, which must be UTF-8; ValueError otherwise.
+
+    The size bound, MAX_VALUE_BYTES, is the writer's to check: it has its own errno.
+    """
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:

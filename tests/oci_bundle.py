@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import select
 import shutil
 import signal
@@ -25,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Required, TypedDict
+
+from fusefs.mount import unescape_mount_field
 
 RUNC = "/usr/sbin/runc"
 BUSYBOX = Path("/bin/busybox")
@@ -339,13 +340,8 @@ def _under(path: str, top: Path) -> bool:
 
 def _mounts_under(top: Path) -> list[str]:
     with open("/proc/self/mounts", encoding="utf-8") as f:
-        points = [_unescape_mount(line.split()[1]) for line in f]
+        points = [unescape_mount_field(line.split()[1]) for line in f]
     return [p for p in points if _under(p, top)]
-
-
-def _unescape_mount(field: str) -> str:
-    """Undo the octal escapes (backslash + 3 digits) of /proc/mounts."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
 def _processes_using(top: Path, container_id: str) -> list[str]:
