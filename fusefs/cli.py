@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from store import Lifecycle, LifecycleStoreError, Store, Timestamp
 from store.codec import encode
+from store.locking import timeout_from_seconds
 from store.values import FIELDS, Update
 
 PROG = "lifecyclefs"
@@ -63,11 +64,11 @@ def _cmd_mount(args: argparse.Namespace) -> None:
     lock_timeout: float | None = MountOptions().lock_timeout
     if "lock_timeout" in options:
         try:
-            lock_timeout = float(options["lock_timeout"] or "")
+            lock_timeout = timeout_from_seconds(float(options["lock_timeout"] or ""))
         except ValueError:
-            raise CommandError("-o lock_timeout= needs a number of seconds") from None
-        if lock_timeout <= 0:
-            lock_timeout = None
+            raise CommandError(
+                "-o lock_timeout= needs a finite number of seconds (0: for ever)"
+            ) from None
     request = MountRequest(
         source=args.source,
         mountpoint=args.mountpoint,
@@ -98,9 +99,14 @@ def _cmd_umount(args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from error
 
 
-def _lock_timeout(args: argparse.Namespace) -> float | None:
-    seconds: float | None = args.lock_timeout
-    return None if seconds is None or seconds <= 0 else seconds
+def _timeout_argument(text: str) -> float | None:
+    """`--lock-timeout SECONDS`: a finite number of seconds, 0 for ever."""
+    try:
+        return timeout_from_seconds(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds (0: for ever), not {text!r}"
+        ) from None
 
 
 def _cmd_get(args: argparse.Namespace) -> None:
@@ -134,7 +140,7 @@ def _cmd_set(args: argparse.Namespace) -> None:
         for update in updates:
             update(record)
 
-    Store(args.state_dir, lock_timeout=_lock_timeout(args)).transform(apply)
+    Store(args.state_dir, lock_timeout=args.lock_timeout).transform(apply)
 
 
 def docker_state(record: Lifecycle) -> dict[str, dict[str, str]]:
@@ -160,13 +166,13 @@ def _cmd_show(args: argparse.Namespace) -> None:
 
 
 def _cmd_delete(args: argparse.Namespace) -> None:
-    Store(args.state_dir, lock_timeout=_lock_timeout(args)).delete()
+    Store(args.state_dir, lock_timeout=args.lock_timeout).delete()
 
 
 def _cmd_oci_hook(args: argparse.Namespace) -> None:
     from fusefs import ocihook  # noqa: PLC0415 - only hooks need it
 
-    status = ocihook.main(args.stage, args.state_dir, args.strict, _lock_timeout(args))
+    status = ocihook.main(args.stage, args.state_dir, args.strict, args.lock_timeout)
     if status:
         raise SystemExit(status)
 
@@ -221,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     lock_timeout = _Parser(add_help=False)
     lock_timeout.add_argument(
         "--lock-timeout",
-        type=float,
+        type=_timeout_argument,
         metavar="SECONDS",
         help="give up when the lock stays taken this long (default: wait, as nerdctl does)",
     )
@@ -281,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--state-dir", metavar="DIR", help="use DIR, not the annotation")
     hook.add_argument(
         "--lock-timeout",
-        type=float,
+        type=_timeout_argument,
         default=10.0,
         metavar="SECONDS",
         help="give up when the lock stays taken this long (default 10; 0 waits for ever)",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import time
 from collections.abc import Callable
 from typing import Final
@@ -23,6 +24,20 @@ from typing import Final
 POLL_FIRST_SECONDS: Final = 50e-6
 POLL_MAX_SECONDS: Final = 2e-3
 _CONTENDED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
+def timeout_from_seconds(seconds: float) -> float | None:
+    """A lock timeout as the command line and mount options give it: 0 means for ever.
+
+    Returns None (wait for ever) for 0 and the number itself when it is finite and
+    positive; ValueError for anything else (negative, NaN, infinity), so that a typo
+    never turns into an endless wait.
+    """
+    if seconds == 0:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a lock timeout must be a finite number of seconds or 0, not {seconds}")
+    return seconds
 
 
 def try_lock(fd: int) -> bool:

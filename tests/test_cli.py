@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from store import Lifecycle, Store, Timestamp
-from tests.conftest import GOLDEN, Mount, lifecyclefs
+from tests.conftest import GOLDEN, LIFECYCLEFS, Mount, lifecyclefs
 from tests.processes import lock_held_elsewhere
 
 GOLDEN_FILES = sorted(GOLDEN.glob("*.json"))
@@ -159,3 +160,25 @@ def test_usage_errors_exit_2(arguments: list[str]) -> None:
     result = lifecyclefs(*arguments, check=False)
     assert result.returncode == 2
     assert "usage error" in result.stderr
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-1", "soon"])
+def test_a_lock_timeout_must_be_finite_or_zero(state_dir: Path, seconds: str) -> None:
+    for command in (["set", str(state_dir), "create_error=true"], ["delete", str(state_dir)]):
+        result = lifecyclefs(command[0], "--lock-timeout", seconds, *command[1:], check=False)
+        assert result.returncode == 2
+        assert "finite number of seconds" in result.stderr
+    assert not (state_dir / "lifecycle.json").exists()
+
+
+def test_lock_timeout_zero_waits_for_ever(state_dir: Path) -> None:
+    with lock_held_elsewhere(state_dir):
+        writer = subprocess.Popen(
+            [LIFECYCLEFS, "set", "--lock-timeout", "0", str(state_dir), "create_error=true"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            writer.wait(timeout=0.5)
+    assert writer.wait(timeout=30) == 0, writer.communicate()[1]
+    assert Store(state_dir).load().create_error is True

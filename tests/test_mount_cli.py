@@ -104,7 +104,8 @@ def test_umount_clears_a_mount_whose_daemon_died(mount: Callable[..., Mount], so
         (["{src}", "{full}"], "mount point {full} is not empty"),
         (["{tmp}", "{mnt}"], "mount point {mnt} is inside source {tmp}"),
         (["-o", "bogus", "{src}", "{mnt}"], "unknown mount option 'bogus'"),
-        (["-o", "lock_timeout=soon", "{src}", "{mnt}"], "-o lock_timeout= needs a number"),
+        (["-o", "lock_timeout=soon", "{src}", "{mnt}"], "-o lock_timeout= needs a finite number"),
+        (["-o", "lock_timeout=nan", "{src}", "{mnt}"], "-o lock_timeout= needs a finite number"),
     ],
 )
 def test_mount_errors_are_one_line_and_exit_1(
