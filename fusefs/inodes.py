@@ -52,19 +52,55 @@ class InodeTable:
         node.lookups += 1
         return node
 
+    def find_ino(self, ino: int) -> Node | None:
+        """The node of `ino`, if the kernel holds it."""
+        return self._by_ino.get(ino)
+
+    def nodes(self) -> list[Node]:
+        """Every node the kernel holds."""
+        return list(self._by_ino.values())
+
+    def detach(self, node: Node) -> None:
+        """`node` no longer names its path (an unlinked file the kernel still holds open)."""
+        if self._by_parts.get(node.parts) is node:
+            del self._by_parts[node.parts]
+
     def find(self, parts: Parts) -> Node | None:
         """The node of `parts` if the kernel knows it, without counting a lookup."""
         return self._by_parts.get(parts)
 
-    def forget(self, ino: int, count: int) -> None:
-        """Drop `count` lookups of `ino`; at zero the node is gone (the root stays)."""
+    def forget(self, ino: int, count: int) -> Node | None:
+        """Drop `count` lookups of `ino`; at zero the node is gone (the root stays).
+
+        Returns the node when it is gone, so that what hangs on it can go too.
+        """
         node = self._by_ino.get(ino)
         if node is None or ino == ROOT:
-            return
+            return None
         node.lookups -= count
-        if node.lookups <= 0:
-            del self._by_ino[ino]
+        if node.lookups > 0:
+            return None
+        del self._by_ino[ino]
+        if self._by_parts.get(node.parts) is node:
             del self._by_parts[node.parts]
+        return node
+
+    def move(self, node: Node, parts: Parts) -> None:
+        """`node` now names `parts` (a temporary file renamed to another free name)."""
+        if self._by_parts.get(node.parts) is node:
+            del self._by_parts[node.parts]
+        node.parts = parts
+        self._by_parts[parts] = node
+
+    def make_alias(self, node: Node, parts: Parts) -> None:
+        """`node` now stands for `parts`, whose own node (if any) stays the one looked up.
+
+        After a temporary file is renamed over a value file, the kernel holds the
+        temporary file's inode under the value file's name until it looks it up again.
+        """
+        if self._by_parts.get(node.parts) is node:
+            del self._by_parts[node.parts]
+        node.parts = parts
 
     def _free_number(self, parts: Parts) -> int:
         digest = blake2b(b"/".join(parts), digest_size=8).digest()

@@ -32,6 +32,9 @@ from fusefs.view import View
 log = logging.getLogger("lifecyclefs")
 
 FS_TYPE: Final = "fuse.lifecyclefs"
+MAX_REQUESTS: Final = 4096
+"""Requests served at once. A request that waits (for a lock) holds one until answered;
+each user may hold only budgets.MAX_WAITING of them, so no user can take them all."""
 _READY: Final = b"ready"
 
 
@@ -151,8 +154,9 @@ def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> N
         raise
     stopped_by_signal = True
     try:
-        stopped_by_signal = trio.run(_run, request, on_ready)
+        stopped_by_signal = trio.run(_run, request, operations, on_ready)
     finally:
+        operations.close()
         # After an external unmount the kernel is done with the mount already.
         pyfuse3.close(unmount=stopped_by_signal)
         view.close()
@@ -183,7 +187,7 @@ def _init(operations: Operations, mountpoint: str, fuse_options: set[str]) -> No
             raise MountError(f"cannot mount on {mountpoint}: {reason}") from failure
 
 
-async def _run(request: MountRequest, on_ready: Callable[[], None]) -> bool:
+async def _run(request: MountRequest, operations: Operations, on_ready: Callable[[], None]) -> bool:
     """Serve until unmounted; say whether a signal (not an unmount) ended it."""
     stopped_by_signal = False
 
@@ -215,7 +219,8 @@ async def _run(request: MountRequest, on_ready: Callable[[], None]) -> bool:
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
         nursery.start_soon(announce_when_live)
-        await pyfuse3.main()
+        nursery.start_soon(operations.run_background)
+        await pyfuse3.main(max_tasks=MAX_REQUESTS)
         nursery.cancel_scope.cancel()
     return stopped_by_signal
 

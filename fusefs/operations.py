@@ -1,47 +1,50 @@
-"""The pyfuse3 request handlers: thin, each maps one kernel request onto the view and the store.
+"""The pyfuse3 request handlers: a thin map from kernel requests to the view and the store.
 
-Reads take a fresh lock-free snapshot of the record at open (writers rename atomically,
-so the last committed record is always whole) and serve slices of it; every open uses
-direct_io, so the page cache never shows a stale value. Writes follow sysfs rules: one
-whole value at offset 0, parsed by `store.values` and committed by one
-`Store.atransform`. Every handler is wrapped so that only `pyfuse3.FUSEError` leaves
-it: anything else would end pyfuse3's main loop and leave a dead mount.
+Each handler finds what a request names (a level directory, a container, one of its
+files, a tool's temporary file), asks the component that knows (`view` for the backing
+tree, `store` for records, `freshness` for what the kernel may cache, `tempfiles`,
+`budgets`) and answers. Only `pyfuse3.FUSEError` leaves a handler (see `errors`).
+
+Reads render a lock-free snapshot of the record at open. Writes follow sysfs rules (one
+whole value at offset 0) and commit through one locked, atomic `Store.atransform`; a
+temporary file renamed over a value file commits its content the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
-import itertools
 import logging
 import os
 import stat
-import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Final
 
 import pyfuse3
 import trio
-from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, SetattrFields
+from pyfuse3 import EntryAttributes, FileInfo, RequestContext, SetattrFields
 
+from fusefs import acl, attributes
+from fusefs.budgets import Budgets
+from fusefs.errors import CorruptRecords, fail, handler, shown, waiting_handler
 from fusefs.files import FILES, ContainerFile
+from fusefs.freshness import UNWATCHED, Freshness, invalidate_attributes
+from fusefs.handles import DirHandle, HandleTable, ReadHandle, TempHandle, WriteHandle
+from fusefs.identity import caller_groups
 from fusefs.inodes import InodeTable, Node
+from fusefs.tempfiles import TempFile, TempFiles
 from fusefs.view import Parts, View, is_visible
-from store import Lifecycle, LifecycleStoreError, LockTimeoutError, RecordCorruptError, Store
-from store.record import read_record
+from store import Lifecycle, Store
 from store.values import MAX_VALUE_BYTES, decode_value
 
 log = logging.getLogger("lifecyclefs")
 
-CACHE_SECONDS: Final = 1.0
-"""Entry and attribute timeout: a repeated `cat` costs only its open, reads and release."""
-_BLOCK: Final = 512
 _STORES_KEPT: Final = 4096
-
-P = ParamSpec("P")
-T = TypeVar("T")
+_LISTING_ENTRY_BYTES: Final = 256
+"""What one entry of an open listing costs, counted against its user's budget."""
+_EXPIRY_SECONDS: Final = 5.0
+_POLL_READY: Final = 0x145  # POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,119 +56,69 @@ class MountOptions:
     lock_timeout: float | None = 10.0
 
 
-_Snapshot = tuple[Lifecycle, os.stat_result | None]
-"""A record and the stat of its file (None when there is no record)."""
-
-
-@dataclass(slots=True)
-class _OpenFile:
-    node: Node
-    file: ContainerFile
-    data: bytes
-    record: Lifecycle | None = None
-    record_fd: int | None = None
-    """The record file the snapshot was read from, kept open to fstat it lazily."""
-    expires: float = 0.0
-
-
-@dataclass(slots=True)
-class _OpenDir:
-    parts: Parts
-    entries: list[tuple[bytes, EntryAttributes]]
-
-
-def _fuse_error(operations: Operations, error: Exception, handler: str) -> FUSEError:
-    """The FUSEError a shell user understands for an exception a handler raised."""
-    if isinstance(error, FUSEError):
-        return error
-    if isinstance(error, LifecycleStoreError):
-        return FUSEError(operations.errno_for(error))
-    if isinstance(error, OSError):
-        return FUSEError(error.errno or errno.EIO)
-    log.error("internal error in %s; answered EIO", handler, exc_info=error)
-    return FUSEError(errno.EIO)
-
-
-def _handler(
-    handler: Callable[Concatenate[Operations, P], T],
-) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
-    """pyfuse3's async handler for `handler`, which answers without waiting for anything.
-
-    Only FUSEError leaves it: anything else would end pyfuse3's main loop.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(self: Operations, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return handler(self, *args, **kwargs)
-        except Exception as error:
-            raise _fuse_error(self, error, handler.__name__) from None
-
-    return wrapper
-
-
-def _waiting_handler(
-    handler: Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]],
-) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
-    """Like `_handler`, for a handler that waits (a worker thread, a lock)."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Operations, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await handler(self, *args, **kwargs)
-        except Exception as error:
-            raise _fuse_error(self, error, handler.__name__) from None
-
-    return wrapper
-
-
-def _fail(code: int) -> FUSEError:
-    return FUSEError(code)
-
-
 class Operations(pyfuse3.Operations):
     """A lifecyclefs mount: SOURCE's state directories, each a directory of value files."""
 
     supports_dot_lookup = False
+    enable_acl = True
 
     def __init__(self, view: View, options: MountOptions) -> None:
         super().__init__()
         self.view = view
         self.options = options
         self.inodes = InodeTable()
-        self._files: dict[int, _OpenFile] = {}
-        self._dirs: dict[int, _OpenDir] = {}
-        self._handles = itertools.count(1)
-        self._corrupt_reported: dict[str, str] = {}
+        self.budgets = Budgets()
+        self.handles = HandleTable(self.budgets)
+        self.temps = TempFiles(self.budgets)
+        self.freshness = Freshness(view, self.inodes)
+        self.corrupt = CorruptRecords()
         self._stores: dict[Parts, Store] = {}
-        # The handle of the last open of a file, by inode. The kernel asks for
-        # attributes right after most opens (a read invalidates its atime, and `cat`
-        # calls fstat); answering from that open's snapshot saves reading the record
-        # again, and matches what reads of that open return.
-        self._opened: dict[int, int] = {}
+        self._temp_of: dict[int, TempFile] = {}
+        self._source_gone_logged = False
 
-    # Errors and helpers -------------------------------------------------------------
+    # Life ---------------------------------------------------------------------------
 
-    def errno_for(self, error: LifecycleStoreError) -> int:
-        """The errno for a store failure; a corrupt record is logged once, then EIO."""
-        if isinstance(error, RecordCorruptError):
-            if self._corrupt_reported.get(error.path) != str(error):
-                self._corrupt_reported[error.path] = str(error)
-                log.error("%s", error)
-            return errno.EIO
-        if isinstance(error, LockTimeoutError):
-            return errno.EBUSY
-        return error.errno or errno.EIO
+    async def run_background(self) -> None:
+        """What runs beside the request handlers: the inotify watcher, temp-file expiry."""
+        self.freshness.watch(())
+        self.freshness.notifier.start()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.freshness.run)
+            while True:
+                await trio.sleep(_EXPIRY_SECONDS)
+                self._expire_temp_files()
 
-    def _refused(self) -> FUSEError:
-        """What an operation the view does not do gets: EROFS on a read-only mount, else EPERM."""
-        return _fail(errno.EROFS if self.options.read_only else errno.EPERM)
+    def close(self) -> None:
+        """Stop what `run_background` started (before the FUSE session closes)."""
+        self.freshness.close()
+
+    # Helpers ------------------------------------------------------------------------
 
     def _node(self, ino: int) -> Node:
         try:
             return self.inodes[ino]
         except KeyError:
-            raise _fail(errno.ENOENT) from None
+            raise fail(errno.ENOENT) from None
+
+    def _refused(self) -> pyfuse3.FUSEError:
+        """What the view does not do: EROFS on a read-only mount, else EPERM."""
+        return fail(errno.EROFS if self.options.read_only else errno.EPERM)
+
+    def _is_directory(self, parts: Parts) -> bool:
+        return len(parts) <= self.view.depth
+
+    def _remember(self, parts: Parts) -> Node:
+        """Count one kernel lookup of `parts`; a directory new to the kernel gets watched."""
+        node = self.inodes.remember(parts)
+        if node.lookups == 1 and self._is_directory(parts):
+            self.freshness.watch(parts)
+        return node
+
+    def _forget(self, node: Node, count: int = 1) -> None:
+        gone = self.inodes.forget(node.ino, count)
+        if gone is not None:
+            self.freshness.forget(gone)
+            self._temp_of.pop(gone.ino, None)
 
     def _store(self, container: Parts) -> Store:
         store = self._stores.get(container)
@@ -180,138 +133,126 @@ class Operations(pyfuse3.Operations):
             )
         return store
 
-    def _read_committed(self, container: Parts) -> tuple[Lifecycle, int | None]:
-        """The last committed record of `container`, read without the lock.
+    def _source_in_place(self) -> None:
+        """ESTALE (and one log line) once SOURCE is no longer where it was mounted from."""
+        if self.view.source_in_place():
+            return
+        if not self._source_gone_logged:
+            self._source_gone_logged = True
+            log.error(
+                "%s was moved, removed or unmounted: refusing every change from now on",
+                self.view.given_source,
+            )
+        raise fail(errno.ESTALE)
 
-        Also the descriptor it was read from (None when there is no record), still open
-        so that its stat can be taken later; the caller closes it.
-        """
-        path = self._store(container).record_path
-        try:
-            fd = self.view.open_record(container)
-        except OSError as error:
-            self.view.stat_dir(container)  # ENOENT when the container itself is not shown
-            if isinstance(error, FileNotFoundError):
-                return Lifecycle(), None
-            raise LifecycleStoreError.from_os_error("cannot read", path, error) from error
-        try:
-            record, _ = read_record(fd, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        if self._corrupt_reported:
-            self._corrupt_reported.pop(path, None)
-        return record, fd
+    def _temp(self, node: Node) -> TempFile | None:
+        """The temporary file `node` is, if it is one."""
+        return self._temp_of.get(node.ino)
 
-    def _snapshot(self, container: Parts) -> _Snapshot:
-        """The last committed record of `container` and its file's stat."""
-        record, fd = self._read_committed(container)
-        if fd is None:
-            return record, None
-        try:
-            return record, os.fstat(fd)
-        finally:
-            os.close(fd)
-
-    def _file_of(self, node: Node) -> ContainerFile:
+    def _file(self, node: Node) -> ContainerFile:
         if len(node.parts) != self.view.depth + 1:
-            raise _fail(errno.EISDIR)
-        return FILES[node.parts[-1]]
+            raise fail(errno.EISDIR)
+        file = FILES.get(node.parts[-1])
+        if file is None:
+            raise fail(errno.ENOENT)
+        return file
 
-    def _dir_attrs(self, ino: int, st: os.stat_result) -> EntryAttributes:
-        attrs = EntryAttributes()
-        attrs.st_ino = ino
-        mode = st.st_mode & ~0o222 if self.options.read_only else st.st_mode
-        attrs.st_mode = mode
-        attrs.st_nlink = st.st_nlink
-        attrs.st_uid = st.st_uid
-        attrs.st_gid = st.st_gid
-        attrs.st_size = st.st_size
-        attrs.st_blksize = st.st_blksize
-        attrs.st_blocks = st.st_blocks
-        attrs.st_atime_ns = st.st_atime_ns
-        attrs.st_mtime_ns = st.st_mtime_ns
-        attrs.st_ctime_ns = st.st_ctime_ns
-        attrs.entry_timeout = CACHE_SECONDS
-        attrs.attr_timeout = CACHE_SECONDS
-        return attrs
+    # Attributes ---------------------------------------------------------------------
+
+    def _dir_attrs(self, ino: int, parts: Parts, st: os.stat_result) -> EntryAttributes:
+        timeouts = self.freshness.timeouts(parts)
+        if parts and not self.freshness.kept_fresh(parts[:-1]):
+            timeouts = UNWATCHED
+        return attributes.directory(ino, st, timeouts, read_only=self.options.read_only)
 
     def _file_attrs(
         self,
         ino: int,
         container: Parts,
         file: ContainerFile,
-        record: Lifecycle,
-        record_stat: os.stat_result | None,
+        snapshot: tuple[Lifecycle, os.stat_result | None],
     ) -> EntryAttributes:
-        # With no record yet, show what the first write will create: a 0600 file of
-        # the directory's owner (the store gives new records to the directory's owner).
-        owner = record_stat if record_stat is not None else self.view.stat_dir(container)
-        mode = stat.S_IMODE(owner.st_mode) & 0o666 if record_stat is not None else 0o600
-        if not file.writable or self.options.read_only:
-            mode &= 0o444
-        size = len(file.render(record))
-        attrs = self._dir_attrs(ino, owner)
-        attrs.st_mode = stat.S_IFREG | mode
-        attrs.st_nlink = 1
-        attrs.st_size = size
-        attrs.st_blocks = (size + _BLOCK - 1) // _BLOCK
+        record, record_stat = snapshot
+        data = file.render(record)
+        dir_stat = self.view.stat_dir(container) if record_stat is None else None
+        writable = file.writable and not self.options.read_only
+        attrs = attributes.value_file(
+            ino,
+            len(data),
+            record_stat,
+            dir_stat,
+            self.freshness.timeouts(container),
+            writable=writable,
+        )
+        self.freshness.told(ino, data)
         return attrs
 
+    def _temp_attrs(self, ino: int, temp: TempFile) -> EntryAttributes:
+        return attributes.plain_file(
+            ino,
+            mode=temp.mode,
+            uid=temp.uid,
+            gid=temp.gid,
+            size=len(temp.data),
+            times_ns=temp.times_ns,
+        )
+
     def _attrs(self, node: Node) -> EntryAttributes:
-        if len(node.parts) <= self.view.depth:
-            return self._dir_attrs(node.ino, self.view.stat_dir(node.parts))
+        if self._is_directory(node.parts):
+            return self._dir_attrs(node.ino, node.parts, self.view.stat_dir(node.parts))
+        temp = self._temp(node)
+        if temp is not None:
+            return self._temp_attrs(node.ino, temp)
         container = node.parts[:-1]
-        record, record_stat = self._snapshot(container)
-        return self._file_attrs(node.ino, container, self._file_of(node), record, record_stat)
+        return self._file_attrs(
+            node.ino, container, self._file(node), self.view.read_record(container)
+        )
 
-    def _forget_cached_attrs(self, container: Parts) -> None:
-        """Make the kernel ask again for the attributes of a container's files."""
-        for name in FILES:
-            node = self.inodes.find((*container, name))
-            if node is not None:
-                self._opened.pop(node.ino, None)  # its snapshot predates this write
-                with contextlib.suppress(OSError):  # the kernel has dropped it already
-                    pyfuse3.invalidate_inode(node.ino, attr_only=True)
+    # Lookups and attributes ---------------------------------------------------------
 
-    # Lookups and attributes ----------------------------------------------------------
-
-    @_handler
+    @handler
     def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
-        """The entry `name` of a directory: a state directory, or a container's file."""
+        """An entry of a directory: a state directory, a container's file, a temp file."""
         parent = self._node(parent_inode)
         parts = (*parent.parts, name)
         if len(parent.parts) < self.view.depth:
-            st = self.view.stat_dir(parts)
-            return self._dir_attrs(self.inodes.remember(parts).ino, st)
+            if not is_visible(name):
+                raise fail(errno.ENOENT)
+            node = self._remember(parts)
+            try:
+                return self._dir_attrs(node.ino, parts, self.view.stat_dir(parts))
+            except BaseException:
+                self._forget(node)
+                raise
         if len(parent.parts) > self.view.depth:
-            raise _fail(errno.ENOTDIR)
+            raise fail(errno.ENOTDIR)
         file = FILES.get(name)
-        if file is None:
-            raise _fail(errno.ENOENT)
-        record, record_stat = self._snapshot(parent.parts)
-        attrs = self._file_attrs(0, parent.parts, file, record, record_stat)
-        attrs.st_ino = self.inodes.remember(parts).ino
-        return attrs
+        if file is not None:
+            if self.temps.value_file_unlinked(parent.parts, name, ctx.uid):
+                raise fail(errno.ENOENT)
+            snapshot = self.view.read_record(parent.parts)
+            return self._file_attrs(self._remember(parts).ino, parent.parts, file, snapshot)
+        temp = self.temps.get(parent.parts, name)
+        if temp is None:
+            raise fail(errno.ENOENT)
+        node = self._remember(parts)
+        self._temp_of[node.ino] = temp
+        return self._temp_attrs(node.ino, temp)
 
-    @_handler
+    @handler
     def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """Drop the lookups the kernel no longer holds."""
         for ino, count in inode_list:
-            self.inodes.forget(ino, count)
+            node = self.inodes.find_ino(ino)
+            if node is not None:
+                self._forget(node, count)
 
-    @_handler
+    @handler
     def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
-        """Attributes of the backing directory, or of the record behind a value file."""
-        node = self._node(inode)
-        handle = self._files.get(self._opened.pop(inode, 0))
-        if handle is not None and handle.record is not None and time.monotonic() < handle.expires:
-            record_stat = None if handle.record_fd is None else os.fstat(handle.record_fd)
-            container = node.parts[:-1]
-            return self._file_attrs(inode, container, handle.file, handle.record, record_stat)
-        return self._attrs(node)
+        """Attributes of the backing directory, of the record behind a file, of a temp file."""
+        return self._attrs(self._node(inode))
 
-    @_handler
+    @handler
     def setattr(
         self,
         inode: int,
@@ -320,13 +261,96 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: RequestContext,
     ) -> EntryAttributes:
-        """Truncation and time changes leave the record as it is; owner and mode: EPERM."""
-        node = self._node(inode)
-        if fields.update_mode or fields.update_uid or fields.update_gid:
-            raise _fail(errno.EPERM)
-        return self._attrs(node)
+        """A temp file takes every change; value files keep their record as it is.
 
-    @_handler
+        Truncating a value file leaves the record as it is; owner and mode: EPERM
+        unless they are what they are already.
+        """
+        node = self._node(inode)
+        temp = self._temp(node)
+        if temp is not None:
+            return self._set_temp_attrs(node, temp, attr, fields)
+        current = self._attrs(node)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            unchanged = (
+                (
+                    not fields.update_mode
+                    or stat.S_IMODE(attr.st_mode) == stat.S_IMODE(current.st_mode)
+                )
+                and (not fields.update_uid or attr.st_uid == current.st_uid)
+                and (not fields.update_gid or attr.st_gid == current.st_gid)
+            )
+            if not unchanged:
+                raise self._refused()
+        if fields.update_size and not self._is_directory(node.parts):
+            self.freshness.opened_for_writing(inode)  # the kernel cut its own copy
+        return current
+
+    def _set_temp_attrs(
+        self, node: Node, temp: TempFile, attr: EntryAttributes, fields: SetattrFields
+    ) -> EntryAttributes:
+        if fields.update_size:
+            self.temps.truncate(temp, attr.st_size)
+        if fields.update_mode:
+            temp.mode = stat.S_IMODE(attr.st_mode)
+            temp.acl = None
+        if fields.update_uid:
+            temp.uid = attr.st_uid
+        if fields.update_gid:
+            temp.gid = attr.st_gid
+        if fields.update_atime:
+            temp.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            temp.mtime_ns = attr.st_mtime_ns
+        temp.touch(content=False)
+        return self._temp_attrs(node.ino, temp)
+
+    @handler
+    def getxattr(self, inode: int, name: bytes, ctx: RequestContext) -> bytes:
+        """POSIX ACLs: the backing directory's or record's own. Other names: EOPNOTSUPP."""
+        xattr = name.decode(errors="replace")
+        if xattr not in acl.NAMES:
+            raise fail(errno.EOPNOTSUPP)
+        node = self._node(inode)
+        value: bytes | None
+        if self._is_directory(node.parts):
+            value = self.view.read_acl(node.parts, xattr, of_record=False)
+        elif xattr == acl.DEFAULT:
+            value = None
+        elif (temp := self._temp(node)) is not None:
+            value = temp.acl
+        else:
+            value = self.view.read_acl(node.parts[:-1], xattr, of_record=True)
+        if value is None:
+            raise fail(pyfuse3.ENOATTR)
+        return value
+
+    @handler
+    def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RequestContext) -> None:
+        """A temp file keeps the ACL a tool sets (and its mode follows); the rest: EPERM."""
+        node = self._node(inode)
+        temp = self._temp(node)
+        if temp is None or name.decode(errors="replace") != acl.ACCESS:
+            raise self._refused()
+        try:
+            mode, extended = acl.mode_of(value)
+        except ValueError:
+            raise fail(errno.EINVAL) from None
+        temp.mode = temp.mode & ~0o777 | mode
+        temp.acl = value if extended else None
+        temp.touch(content=False)
+
+    @handler
+    def removexattr(self, inode: int, name: bytes, ctx: RequestContext) -> None:
+        """A temp file's ACL may go; the rest: EPERM."""
+        temp = self._temp(self._node(inode))
+        if temp is None or name.decode(errors="replace") != acl.ACCESS:
+            raise self._refused()
+        if temp.acl is None:
+            raise fail(pyfuse3.ENOATTR)
+        temp.acl = None
+
+    @handler
     def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
         """The statistics of the filesystem that holds SOURCE."""
         backing = os.statvfs(self.view.source_fd)
@@ -345,180 +369,265 @@ class Operations(pyfuse3.Operations):
             setattr(data, name, getattr(backing, name))
         return data
 
-    # Directories ---------------------------------------------------------------------
+    # Directories --------------------------------------------------------------------
 
-    @_waiting_handler
+    @waiting_handler
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         """Snapshot the directory's entries, so that readdir's offsets stay stable.
 
-        Listing a level of containers stats every entry (10,000 of them, maybe), so it
-        runs in a worker thread rather than stall every other request of the mount.
+        Listing a level of containers stats every entry (10,000 of them, maybe): it
+        runs in one of the caller's worker threads, not on the loop that serves
+        everyone.
         """
         node = self._node(inode)
-        entries: list[tuple[bytes, EntryAttributes]]
+        entries: list[tuple[bytes, os.stat_result | None]]
         if len(node.parts) < self.view.depth:
-
-            def list_with_attrs() -> list[tuple[bytes, EntryAttributes]]:
-                listing = self.view.list_dir(node.parts)
-                return [(name, self._dir_attrs(0, st)) for name, st in listing]
-
-            entries = await trio.to_thread.run_sync(list_with_attrs)
+            with self.budgets.waiting(ctx.uid) as threads:
+                listing = await trio.to_thread.run_sync(
+                    self.view.list_dir, node.parts, limiter=threads
+                )
+            entries = [(name, st) for name, st in listing]
         elif len(node.parts) == self.view.depth:
-            record, record_stat = self._snapshot(node.parts)
-            entries = [
-                (name, self._file_attrs(0, node.parts, file, record, record_stat))
-                for name, file in FILES.items()
-            ]
+            self.view.stat_dir(node.parts)
+            entries = [(name, None) for name in FILES]
+            entries += [(temp.name, None) for temp in self.temps.listed_to(node.parts, ctx.uid)]
         else:
-            raise _fail(errno.ENOTDIR)
-        fh = next(self._handles)
-        self._dirs[fh] = _OpenDir(node.parts, entries)
-        return fh
+            raise fail(errno.ENOTDIR)
+        pinned = len(entries) * _LISTING_ENTRY_BYTES
+        return self.handles.add_dir(DirHandle(node.parts, entries, ctx.uid, pinned))
 
-    @_handler
+    @handler
     def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """Entries from `start_id` on; each one the kernel accepts counts as a lookup."""
-        handle = self._dirs[fh]
-        for index in range(start_id, len(handle.entries)):
-            name, attrs = handle.entries[index]
-            node = self.inodes.remember((*handle.parts, name))
-            attrs.st_ino = node.ino
-            if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
-                self.inodes.forget(node.ino, 1)
-                break
+        """Entries from `start_id` on; each full entry the kernel accepts counts as a lookup.
 
-    @_handler
+        An entry the kernel holds already, and whose attributes inotify keeps fresh,
+        goes as a plain entry: the kernel keeps what it cached (attributes, ACLs).
+        """
+        handle = self.handles.dirs[fh]
+        snapshot: tuple[Lifecycle, os.stat_result | None] | None = None
+        for index in range(start_id, len(handle.entries)):
+            name, st = handle.entries[index]
+            parts = (*handle.parts, name)
+            plain = self._plain_entry(parts)
+            if plain is not None:
+                if not pyfuse3.readdir_reply(token, name, plain, index + 1):
+                    return
+                continue
+            node = self._remember(parts)
+            try:
+                if st is not None:
+                    attrs = self._dir_attrs(node.ino, parts, st)
+                elif (temp := self.temps.get(handle.parts, name)) is not None:
+                    self._temp_of[node.ino] = temp
+                    attrs = self._temp_attrs(node.ino, temp)
+                else:
+                    if snapshot is None:
+                        snapshot = self.view.read_record(handle.parts)
+                    attrs = self._file_attrs(node.ino, handle.parts, FILES[name], snapshot)
+            except FileNotFoundError:  # removed since opendir: leave it out
+                self._forget(node)
+                continue
+            except BaseException:
+                self._forget(node)
+                raise
+            if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
+                self._forget(node)
+                return
+
+    def _plain_entry(self, parts: Parts) -> EntryAttributes | None:
+        node = self.inodes.find(parts)
+        if node is None or node.ino in self._temp_of:
+            return None
+        if self._is_directory(parts):
+            fresh, mode = self.freshness.kept_fresh(parts), stat.S_IFDIR
+        else:
+            fresh, mode = self.freshness.kept_fresh(parts[:-1]), stat.S_IFREG
+        return attributes.plain_entry(node.ino, mode) if fresh else None
+
+    @handler
     def releasedir(self, fh: int) -> None:
         """Drop the snapshot taken at opendir."""
-        del self._dirs[fh]
+        self.handles.pop_dir(fh)
 
-    @_handler
+    @handler
     def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: RequestContext
     ) -> EntryAttributes:
-        """Create a state directory (0700, owned by the caller) above container level."""
+        """Create a state directory (0700) above container level, owned by the caller."""
         parent = self._node(parent_inode)
         if self.options.read_only or len(parent.parts) >= self.view.depth:
             raise self._refused()
         if not is_visible(name):
-            raise _fail(errno.EINVAL)
+            raise fail(errno.EINVAL)
+        self._source_in_place()
         parts = (*parent.parts, name)
-        st = self.view.make_dir(parts, (ctx.uid, ctx.gid))
-        return self._dir_attrs(self.inodes.remember(parts).ino, st)
+        st = self.view.make_dir(parts, ctx.uid, ctx.gid, caller_groups(ctx.pid))
+        invalidate_attributes(parent_inode)
+        return self._dir_attrs(self._remember(parts).ino, parts, st)
 
-    # Files ---------------------------------------------------------------------------
+    # Files --------------------------------------------------------------------------
 
-    @_handler
+    @handler
     def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
-        """Open a container file; a reader gets a snapshot of the record taken now.
+        """Open a container file; a reader gets a snapshot of the record rendered now.
 
         O_TRUNC is ignored: the record stays as it is until a value is written.
         """
         node = self._node(inode)
-        file = self._file_of(node)
-        access = flags & os.O_ACCMODE
-        if access != os.O_RDONLY:
+        temp = self._temp(node)
+        if temp is not None:
+            if flags & os.O_TRUNC:
+                self.temps.truncate(temp, 0)
+            fh = self.handles.add_file(TempHandle(node, temp, ctx.uid))
+            self.temps.opened(temp)
+            return FileInfo(fh=fh, direct_io=True)
+        file = self._file(node)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
             if self.options.read_only:
-                raise _fail(errno.EROFS)
+                raise fail(errno.EROFS)
             if not file.writable:
-                raise _fail(errno.EACCES)
-        fh = next(self._handles)
-        if access == os.O_WRONLY:
-            self._files[fh] = _OpenFile(node, file, b"")
-        else:
-            record, record_fd = self._read_committed(node.parts[:-1])
-            self._files[fh] = _OpenFile(
-                node,
-                file,
-                file.render(record),
-                record,
-                record_fd,
-                time.monotonic() + CACHE_SECONDS,
-            )
-            self._opened[inode] = fh
-        return FileInfo(fh=fh, direct_io=True, keep_cache=False)
+                raise fail(errno.EACCES)
+            fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
+            self.freshness.opened_for_writing(inode)
+            return FileInfo(fh=fh, direct_io=True)
+        container = node.parts[:-1]
+        record, _ = self.view.read_record(container)
+        self.corrupt.forget(self._store(container).record_path)
+        handle = ReadHandle(node, file, file.render(record), ctx.uid)
+        fh = self.handles.add_file(handle)
+        keep = self.freshness.opened_for_reading(handle)
+        # lifecycle.json may be large: each open reads its own snapshot, page by page.
+        return FileInfo(fh=fh, keep_cache=keep and file.writable, direct_io=not file.writable)
 
-    @_handler
+    @handler
     def read(self, fh: int, off: int, size: int) -> bytes:
-        """A slice of the snapshot taken at open."""
-        return self._files[fh].data[off : off + size]
+        """A slice of the snapshot taken at open (a read from the start takes a newer one)."""
+        handle = self.handles.files[fh]
+        if isinstance(handle, TempHandle):
+            return bytes(handle.temp.data[off : off + size])
+        if isinstance(handle, WriteHandle):
+            record, _ = self.view.read_record(handle.node.parts[:-1])
+            return handle.file.render(record)[off : off + size]
+        if off == 0 and handle.latest is not None:
+            handle.data, handle.latest = handle.latest, None
+        return handle.data[off : off + size]
 
-    @_waiting_handler
+    @waiting_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         """Parse one whole value and commit it with one locked, atomic transform.
 
         EINVAL for a value that does not parse (nothing changes), EFBIG past 4 KiB,
         ESPIPE for a write that does not start at offset 0, EBUSY if the lock stays
-        taken longer than the mount's lock timeout.
+        taken longer than the mount's lock timeout. A temp file takes any write.
         """
-        handle = self._files[fh]
+        handle = self.handles.files[fh]
+        if isinstance(handle, TempHandle):
+            return self.temps.write(handle.temp, off, buf)
+        if isinstance(handle, ReadHandle):
+            raise fail(errno.EBADF)
         if off != 0:
-            raise _fail(errno.ESPIPE)
-        if len(buf) > MAX_VALUE_BYTES:
-            raise _fail(errno.EFBIG)
-        assert handle.file.parse is not None  # open() refuses writers of read-only files
-        try:
-            update = handle.file.parse(decode_value(buf))
-        except ValueError as error:
-            path = self.view.display_path(handle.node.parts)
-            log.info("refused %r for %s: %s", buf[:80], path, error)
-            raise _fail(errno.EINVAL) from None
-        container = handle.node.parts[:-1]
-        await self._store(container).atransform(update)
-        self._forget_cached_attrs(container)
+            raise fail(errno.ESPIPE)
+        await self._commit(handle.node.parts[:-1], handle.file, buf, handle.uid)
         return len(buf)
 
-    @_handler
+    async def _commit(self, container: Parts, file: ContainerFile, data: bytes, uid: int) -> None:
+        """Commit `data` as `file`'s new value: EFBIG, EINVAL, ESTALE, EBUSY or the store's."""
+        if len(data) > MAX_VALUE_BYTES:
+            raise fail(errno.EFBIG)
+        assert file.parse is not None, "only value files take values"
+        try:
+            update = file.parse(decode_value(data))
+        except ValueError as error:
+            log.debug(
+                "refused %s for %s: %s",
+                shown(data),
+                self.view.display_path(container),
+                shown(str(error)),
+            )
+            raise fail(errno.EINVAL) from None
+        self._source_in_place()
+        with self.budgets.waiting(uid) as threads:
+            record = await self._store(container).atransform(update, limiter=threads)
+        self.freshness.record_changed(container, record)
+
+    @handler
     def release(self, fh: int) -> None:
-        """Forget the handle and close the record it read."""
-        handle = self._files.pop(fh)
-        if self._opened.get(handle.node.ino) == fh:
-            del self._opened[handle.node.ino]
-        if handle.record_fd is not None:
-            os.close(handle.record_fd)
+        """Forget the handle."""
+        handle = self.handles.pop_file(fh)
+        if isinstance(handle, ReadHandle):
+            self.freshness.released(handle)
+        elif isinstance(handle, TempHandle):
+            self.temps.closed(handle.temp)
 
-    # What the view does not do -------------------------------------------------------
+    @handler
+    def poll(
+        self, inode: int, fh: int, poll_handle: pyfuse3.PollHandle | None, ctx: RequestContext
+    ) -> int:
+        """sysfs-style: POLLPRI | POLLERR once the value changed since this handle read it."""
+        handle = self.handles.files.get(fh)
+        if not isinstance(handle, ReadHandle):
+            return _POLL_READY
+        return self.freshness.poll(handle, poll_handle)
 
-    @_handler
+    # Temporary files: what editors and `sed -i` need ---------------------------------
+
+    @handler
     def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: RequestContext
     ) -> tuple[FileInfo, EntryAttributes]:
-        """New files: EPERM (a container holds exactly its value files)."""
-        raise self._refused()
+        """A tool's temporary file in a container directory (in memory; see `tempfiles`).
 
-    @_handler
-    def mknod(
-        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: RequestContext
-    ) -> EntryAttributes:
-        """EPERM."""
-        raise self._refused()
+        A value file the caller unlinked a moment ago is opened again for writing.
+        Elsewhere, new files: EPERM.
+        """
+        parent = self._node(parent_inode)
+        if self.options.read_only or len(parent.parts) != self.view.depth:
+            raise self._refused()
+        self.view.stat_dir(parent.parts)
+        parts = (*parent.parts, name)
+        file = FILES.get(name)
+        if file is not None:
+            if not file.writable or not self.temps.value_file_unlinked(parent.parts, name, ctx.uid):
+                raise fail(errno.EEXIST)
+            self.temps.value_file_made_again(parent.parts, name, ctx.uid)
+            node = self._remember(parts)
+            fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
+            self.freshness.opened_for_writing(node.ino)
+            snapshot = self.view.read_record(parent.parts)
+            return FileInfo(fh=fh, direct_io=True), self._file_attrs(
+                node.ino, parent.parts, file, snapshot
+            )
+        temp = self.temps.create(parent.parts, name, ctx.uid, ctx.gid, mode & ~ctx.umask)
+        node = self._remember(parts)
+        self._temp_of[node.ino] = temp
+        fh = self.handles.add_file(TempHandle(node, temp, ctx.uid))
+        self.temps.opened(temp)
+        return FileInfo(fh=fh, direct_io=True), self._temp_attrs(node.ino, temp)
 
-    @_handler
-    def symlink(
-        self, parent_inode: int, name: bytes, target: bytes, ctx: RequestContext
-    ) -> EntryAttributes:
-        """EPERM."""
-        raise self._refused()
-
-    @_handler
-    def link(
-        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: RequestContext
-    ) -> EntryAttributes:
-        """EPERM."""
-        raise self._refused()
-
-    @_handler
+    @handler
     def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
-        """EPERM: removing state is nerdctl's business (or `lifecyclefs delete`)."""
-        raise self._refused()
+        """A temp file goes; a value file's name is free for the caller for a moment."""
+        parent = self._node(parent_inode)
+        if self.options.read_only:
+            raise fail(errno.EROFS)
+        if len(parent.parts) != self.view.depth:
+            raise self._refused()
+        temp = self.temps.get(parent.parts, name)
+        if temp is not None:
+            self.temps.remove(temp)
+            node = self.inodes.find((*parent.parts, name))
+            if node is not None:
+                self.inodes.detach(node)
+            return
+        file = FILES.get(name)
+        if file is None:
+            raise fail(errno.ENOENT)
+        if not file.writable:
+            raise self._refused()
+        self.temps.unlink_value_file(parent.parts, name, ctx.uid)
 
-    @_handler
-    def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
-        """EPERM: removing state is nerdctl's business."""
-        raise self._refused()
-
-    @_handler
-    def rename(  # noqa: PLR0917 - pyfuse3's signature
+    @waiting_handler
+    async def rename(  # noqa: PLR0917 - pyfuse3's signature
         self,
         parent_inode_old: int,
         name_old: bytes,
@@ -527,5 +636,76 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: RequestContext,
     ) -> None:
-        """EPERM: a container's name is its identity."""
+        """A temp file renamed over a value file commits its content; onto a free name, moves.
+
+        Content that does not parse fails the rename with EINVAL and changes nothing.
+        Anything else (a container's name is its identity): EPERM.
+        """
+        old_parent = self._node(parent_inode_old)
+        new_parent = self._node(parent_inode_new)
+        if self.options.read_only:
+            raise fail(errno.EROFS)
+        depth = self.view.depth
+        if len(old_parent.parts) != depth or len(new_parent.parts) != depth:
+            raise self._refused()
+        temp = self.temps.get(old_parent.parts, name_old)
+        if temp is None or flags & pyfuse3.RENAME_EXCHANGE:
+            raise self._refused()
+        node = self.inodes.find((*old_parent.parts, name_old))
+        new_parts = (*new_parent.parts, name_new)
+        file = FILES.get(name_new)
+        if file is None:
+            if flags & pyfuse3.RENAME_NOREPLACE and self.temps.get(new_parent.parts, name_new):
+                raise fail(errno.EEXIST)
+            replaced = self.temps.rename(temp, new_parent.parts, name_new)
+            if replaced is not None and (gone := self.inodes.find(new_parts)) is not None:
+                self.inodes.detach(gone)
+            if node is not None:
+                self.inodes.move(node, new_parts)
+            return
+        if not file.writable:
+            raise self._refused()
+        if flags & pyfuse3.RENAME_NOREPLACE:
+            raise fail(errno.EEXIST)
+        await self._commit(new_parent.parts, file, bytes(temp.data), ctx.uid)
+        self.temps.remove(temp)
+        if node is not None:
+            self.inodes.make_alias(node, new_parts)
+            self._temp_of.pop(node.ino, None)
+
+    def _expire_temp_files(self) -> None:
+        for temp in self.temps.expired():
+            node = self.inodes.find((*temp.container, temp.name))
+            parent = self.inodes.find(temp.container)
+            if node is not None:
+                self.inodes.detach(node)
+            if parent is not None:
+                self.freshness.notifier.drop_entry(parent.ino, temp.name)
+
+    # What the view does not do ------------------------------------------------------
+
+    @handler
+    def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: RequestContext
+    ) -> EntryAttributes:
+        """EPERM."""
+        raise self._refused()
+
+    @handler
+    def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: RequestContext
+    ) -> EntryAttributes:
+        """EPERM."""
+        raise self._refused()
+
+    @handler
+    def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: RequestContext
+    ) -> EntryAttributes:
+        """EPERM."""
+        raise self._refused()
+
+    @handler
+    def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
+        """EPERM: removing state is nerdctl's business."""
         raise self._refused()

@@ -5,13 +5,14 @@ Every directory at `depth` is a container; the levels above it (nerdctl's namesp
 directories at depth 2) are plain directories. Only real directories whose names do
 not start with "." are shown: files, symlinks, hidden and temporary entries are not.
 Everything is opened from a descriptor of SOURCE with openat2(RESOLVE_BENEATH |
-RESOLVE_NO_SYMLINKS) (on kernels without it, a walk of O_NOFOLLOW opens), so neither a
-symlink planted anywhere in the tree nor a `..` ever leads out of it.
+RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV) (on kernels without it, a walk of O_NOFOLLOW
+opens that checks the device), so neither a symlink planted anywhere in the tree, nor
+a `..`, nor a filesystem a user mounted inside it (a FUSE mount that never answers
+would stall the daemon) is ever entered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -19,11 +20,16 @@ import stat
 from collections.abc import Callable
 from typing import ClassVar, Final
 
-from store.record import RECORD_NAME, RECORD_READ_FLAGS
+from fusefs.identity import acting_as
+from store import Lifecycle, LifecycleStoreError
+from store.record import RECORD_NAME, RECORD_READ_FLAGS, read_record
 
 Parts = tuple[bytes, ...]
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_FLAGS: Final = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RECORD: Final = RECORD_NAME.encode()
+DIR_MODE: Final = 0o700
+"""A new state directory's mode, as nerdctl makes them."""
 
 
 OpenBeneath = Callable[[bytes, int], int]
@@ -51,7 +57,7 @@ def _load_openat2() -> Callable[[int], OpenBeneath] | None:
     # kernel at its full C width, and a call converts nothing.
     number = ctypes.c_long(_SYS_OPENAT2)
     size = ctypes.c_size_t(ctypes.sizeof(OpenHow))
-    resolve = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
+    resolve = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_XDEV
     hows: dict[int, object] = {}  # by flags: a reference to its open_how (the view uses two)
 
     def bind(dir_fd: int) -> OpenBeneath:
@@ -80,6 +86,7 @@ def _load_openat2() -> Callable[[int], OpenBeneath] | None:
 
 
 _SYS_OPENAT2: Final = 437  # the same number on every architecture
+_RESOLVE_NO_XDEV: Final = 0x01
 _RESOLVE_NO_MAGICLINKS: Final = 0x02
 _RESOLVE_NO_SYMLINKS: Final = 0x04
 _RESOLVE_BENEATH: Final = 0x08
@@ -98,13 +105,28 @@ class View:
     """The tree of state directories below one SOURCE directory."""
 
     def __init__(self, source: str, depth: int) -> None:
-        """Open SOURCE; its descriptor anchors every later access."""
+        """Open SOURCE (a symlink to it is followed, once); its descriptor anchors the rest."""
         if depth < 1:
             raise ValueError("depth must be at least 1")
-        self.source = os.path.abspath(source)
+        self.given_source = os.path.abspath(source)
+        self.source = os.path.realpath(source)
         self.depth = depth
         self.source_fd = os.open(self.source, _DIR_FLAGS)
+        source_stat = os.fstat(self.source_fd)
+        self._source_id = (source_stat.st_dev, source_stat.st_ino)
         self._openat2 = None if _openat2 is None else _openat2(self.source_fd)
+
+    def source_in_place(self) -> bool:
+        """Whether SOURCE's path still leads to the directory this view serves.
+
+        False once SOURCE was moved, deleted, replaced, or its filesystem unmounted:
+        what is written then would land in a tree nobody looks at any more.
+        """
+        try:
+            now = os.stat(self.given_source)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == self._source_id
 
     def close(self) -> None:
         """Release the SOURCE descriptor."""
@@ -156,10 +178,75 @@ class View:
                 fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
                 if parent != self.source_fd:
                     os.close(parent)
-            return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)
+                self._same_device(fd, parts)
+            last = os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)
         finally:
             if fd != self.source_fd:
                 os.close(fd)
+        try:
+            self._same_device(last, parts)
+        except OSError:
+            os.close(last)
+            raise
+        return last
+
+    def _same_device(self, fd: int, parts: Parts) -> None:
+        if os.fstat(fd).st_dev != self._source_id[0]:
+            code = errno.EXDEV
+            raise OSError(code, os.strerror(code), self.display_path(parts))
+
+    def open_path(self, parts: Parts) -> int:
+        """An O_PATH descriptor of the directory `parts` (to watch it), by the same rules."""
+        if not parts:
+            return os.open(".", _PATH_FLAGS, dir_fd=self.source_fd)
+        if not all(map(is_visible, parts)):
+            raise _not_shown(self.display_path(parts))
+        return self._open_beneath(parts, _PATH_FLAGS)
+
+    def read_record(self, container: Parts) -> tuple[Lifecycle, os.stat_result | None]:
+        """The last committed record of `container`, without the lock, and its stat.
+
+        A missing record is all unset (stat None); a container that is not shown (any
+        more) is FileNotFoundError. Store failures raise LifecycleStoreError.
+        """
+        path = self.display_path((*container, _RECORD))
+        try:
+            fd = self.open_record(container)
+        except OSError as error:
+            self.stat_dir(container)  # ENOENT when the container itself is not shown
+            if isinstance(error, FileNotFoundError):
+                return Lifecycle(), None
+            raise LifecycleStoreError.from_os_error("cannot read", path, error) from error
+        try:
+            return read_record(fd, path, want_stat=True)
+        finally:
+            os.close(fd)
+
+    def read_acl(self, parts: Parts, name: str, *, of_record: bool) -> bytes | None:
+        """The POSIX ACL xattr `name` of directory `parts` (or of its record); None if unset.
+
+        A container without a record has no record ACL. Errors are OSError.
+        """
+        try:
+            if of_record:
+                fd = self.open_record(parts)
+            elif parts:
+                fd = self._open_beneath(parts, _DIR_FLAGS)
+            else:
+                fd = os.dup(self.source_fd)
+        except FileNotFoundError:
+            if of_record:
+                self.stat_dir(parts)
+                return None
+            raise
+        try:
+            return os.getxattr(fd, name)
+        except OSError as error:
+            if error.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+                return None
+            raise
+        finally:
+            os.close(fd)
 
     def stat_dir(self, parts: Parts) -> os.stat_result:
         """The stat of the directory `parts`; FileNotFoundError unless it is one we show."""
@@ -196,23 +283,22 @@ class View:
         entries.sort(key=lambda entry: entry[0])
         return entries
 
-    def make_dir(self, parts: Parts, owner: tuple[int, int]) -> os.stat_result:
-        """Create the directory `parts` (0700, like nerdctl's), owned by `owner` if we may."""
+    def make_dir(self, parts: Parts, uid: int, gid: int, groups: list[int]) -> os.stat_result:
+        """Create the directory `parts` (0700, like nerdctl's) as user `uid` would.
+
+        The directory is created with the caller's filesystem identity, so it is theirs
+        from the moment it exists and the backing filesystem checks their permissions;
+        no step acts on a name anyone could swap. Returns its stat.
+        """
         if not is_visible(parts[-1]):
             raise ValueError(f"a hidden name is never shown: {os.fsdecode(parts[-1])!r}")
         parent = self.open_dir(parts[:-1])
         try:
-            os.mkdir(parts[-1], 0o700, dir_fd=parent)
-            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+            with acting_as(uid, gid, groups):
+                os.mkdir(parts[-1], DIR_MODE, dir_fd=parent)
+            return os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(parent)
-        try:
-            os.fchmod(fd, 0o700)
-            with contextlib.suppress(PermissionError):  # unprivileged: ours is fine
-                os.fchown(fd, *owner)
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
 
 
 _openat2 = _load_openat2()

@@ -152,7 +152,9 @@ class Store:
         self._record = await self._alocked(self._read, offload=False)
         return self._record.copy()
 
-    async def atransform(self, fn: Callable[[Lifecycle], object]) -> Lifecycle:
+    async def atransform(
+        self, fn: Callable[[Lifecycle], object], *, limiter: object = None
+    ) -> Lifecycle:
         """`transform()` for trio; `fn` may run in a worker thread.
 
         A contended lock is waited for in a worker thread that notices cancellation
@@ -160,7 +162,7 @@ class Store:
         runs in the thread as well, since fsync can take milliseconds on a disk.
         """
         self._record = await self._alocked(
-            lambda dir_fd: self._transform(dir_fd, fn), offload=self.durable
+            lambda dir_fd: self._transform(dir_fd, fn), offload=self.durable, limiter=limiter
         )
         return self._record.copy()
 
@@ -227,7 +229,12 @@ class Store:
             os.close(dir_fd)
 
     async def _alocked(
-        self, op: Callable[[int], T], *, offload: bool, if_missing: Callable[[], T] | None = None
+        self,
+        op: Callable[[int], T],
+        *,
+        offload: bool,
+        if_missing: Callable[[], T] | None = None,
+        limiter: object = None,
     ) -> T:
         import trio  # noqa: PLC0415 - only the trio variants need trio; `store` alone does not
 
@@ -246,7 +253,7 @@ class Store:
             if free and not offload:
                 return op(dir_fd)
             if free:
-                return await trio.to_thread.run_sync(op, dir_fd)
+                return await trio.to_thread.run_sync(op, dir_fd, limiter=limiter)  # type: ignore[arg-type]
 
             def wait_then_run() -> T:
                 self._lock(dir_fd, check_cancelled=trio.from_thread.check_cancelled)

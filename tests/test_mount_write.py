@@ -224,16 +224,29 @@ def test_mkdir_creates_a_0700_state_directory(mount: Callable[..., Mount], sourc
 @pytest.mark.parametrize(
     "operation",
     [
-        lambda mnt: (mnt / "c1" / "started_at").unlink(),
+        lambda mnt: (mnt / "c1" / "lifecycle.json").unlink(),
         lambda mnt: (mnt / "c1").rmdir(),
         lambda mnt: (mnt / "c1").rename(mnt / "c9"),
         lambda mnt: (mnt / "c1" / "create_error").chmod(0o644),
         lambda mnt: os.chown(mnt / "c1" / "create_error", 1, 1),
         lambda mnt: (mnt / "c1" / "link").symlink_to("started_at"),
-        lambda mnt: (mnt / "c1" / "new").write_text("x"),
+        lambda mnt: (mnt / "new").write_text("x"),
         lambda mnt: os.link(mnt / "c1" / "started_at", mnt / "c1" / "again"),
+        lambda mnt: (mnt / "c1" / "started_at").rename(mnt / "c1" / "other"),
+        lambda mnt: os.mknod(mnt / "c1" / "fifo", 0o600 | stat.S_IFIFO),
     ],
-    ids=["unlink", "rmdir", "rename", "chmod", "chown", "symlink", "create", "link"],
+    ids=[
+        "unlink lifecycle.json",
+        "rmdir",
+        "rename",
+        "chmod",
+        "chown",
+        "symlink",
+        "create outside a container",
+        "link",
+        "rename a value file",
+        "mknod",
+    ],
 )
 def test_unsupported_operations_are_eperm(
     mount: Callable[..., Mount], source: Path, operation: Callable[[Path], object]
