@@ -75,12 +75,12 @@ class Operations(pyfuse3.Operations):
         self._stores: dict[Parts, Store] = {}
         self._temp_of: dict[int, TempFile] = {}
         self._source_gone_logged = False
+        self.freshness.watch(())
 
     # Life ---------------------------------------------------------------------------
 
     async def run_background(self) -> None:
         """What runs beside the request handlers: the inotify watcher, temp-file expiry."""
-        self.freshness.watch(())
         self.freshness.notifier.start()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.freshness.run)
