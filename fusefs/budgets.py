@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -44,7 +44,14 @@ class UserBudget:
     waiting: int = 0
     temp_files: int = 0
     temp_bytes: int = 0
-    threads: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(THREADS))
+    _threads: trio.CapacityLimiter | None = None
+
+    @property
+    def threads(self) -> trio.CapacityLimiter:
+        """This user's worker-thread limiter."""
+        if self._threads is None:
+            self._threads = trio.CapacityLimiter(THREADS)
+        return self._threads
 
     @property
     def idle(self) -> bool:
@@ -55,7 +62,7 @@ class UserBudget:
             or self.waiting
             or self.temp_files
             or self.temp_bytes
-            or self.threads.borrowed_tokens
+            or (self._threads is not None and self._threads.borrowed_tokens)
         )
 
 

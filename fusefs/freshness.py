@@ -5,15 +5,19 @@ The kernel caches entries, attributes and file pages. Keeping them saves request
 record may change at any moment by nerdctl, the library, the command line or another
 mount. Three rules keep every answer fresh:
 
-- Every open of a value file renders the record anew; if the bytes differ from what the
-  kernel may hold for that inode, its attributes are invalidated before the reply and
-  the reply drops its cached pages (`keep_cache=False`); otherwise the pages stay.
-- inotify on every directory the kernel knows reports changes made outside the mount:
-  the attributes of what changed are invalidated at once (so `stat` and `ls -l` see
-  the change within milliseconds), the pages of values that changed are dropped, and
+- inotify on every directory the kernel knows reports every change made to it, by
+  anyone (nerdctl, the library, the command line, another mount, this one): the
+  attributes of what changed are invalidated at once (so `stat` and `ls -l` see the
+  change within milliseconds), the pages of values that changed are dropped, and
   `poll` waiters on those values are woken. With those watches the kernel may keep
   entries and attributes for long; where a watch cannot be had (inotify's limit), it
   keeps them for one second only.
+- Every open first reads what inotify has queued (one system call: the kernel queues
+  an event before the writer's rename returns, so nothing that happened before the
+  open is missed). A watched container's record is then known without reading it
+  again; an unwatched one is read. If the value differs from what the kernel may hold
+  for that inode, its attributes are invalidated before the reply and the reply drops
+  its cached pages (`keep_cache=False`); otherwise the pages stay.
 - Our own writes are changes like any other, told the same way.
 """
 
@@ -46,6 +50,14 @@ WATCHED: Final = Timeouts(entry=3600.0, attr=3600.0)
 UNWATCHED: Final = Timeouts(entry=1.0, attr=1.0)
 """How long it may keep the rest."""
 _RECORD: Final = RECORD_NAME.encode()
+_CACHED_RECORD_BYTES: Final = 4096
+"""Records larger than this are read at every open rather than kept."""
+_CACHED_RECORDS: Final = 100_000
+_LISTED_NAMES: Final = 200_000
+"""Names of listings kept, over all directories."""
+
+Snapshot = tuple[Lifecycle, os.stat_result | None]
+"""A record and its file's stat (None when there is no record)."""
 _DIR_EVENTS: Final = (
     inotify.IN_ATTRIB
     | inotify.IN_CREATE
@@ -59,6 +71,7 @@ _DIR_EVENTS: Final = (
 )
 _GONE_SELF: Final = inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_UNMOUNT
 _ENTRY_GONE: Final = inotify.IN_DELETE | inotify.IN_MOVED_FROM
+_ENTRY_CHANGED: Final = _ENTRY_GONE | inotify.IN_CREATE | inotify.IN_MOVED_TO
 _POLL_READY: Final = select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
 _POLL_CHANGED: Final = _POLL_READY | select.POLLPRI | select.POLLERR
 
@@ -85,6 +98,10 @@ class Freshness:
         self._told: dict[int, bytes] = {}
         """What the kernel may hold (size and pages) of each file inode."""
         self._readers: dict[int, set[ReadHandle]] = {}
+        self._snapshots: dict[Parts, Snapshot] = {}
+        """The records of watched containers, as read since their last event."""
+        self._listings: dict[Parts, list[bytes]] = {}
+        """The entries of watched level directories, as listed since their last change."""
         self._watch_limit_logged = False
 
     def close(self) -> None:
@@ -120,8 +137,19 @@ class Freshness:
         self._wd_parts[wd] = parts
         self._watched[parts] = wd
 
+    def _forget_watch(self, wd: int, parts: Parts) -> None:
+        self._wd_parts.pop(wd, None)
+        if self._watched.get(parts) == wd:
+            del self._watched[parts]
+        for watched in [p for p in self._snapshots if p[: len(parts)] == parts]:
+            del self._snapshots[watched]
+        for listed in [p for p in self._listings if p[: len(parts)] == parts]:
+            del self._listings[listed]
+
     def unwatch(self, parts: Parts) -> None:
         """Stop watching directory `parts` (the kernel has forgotten it)."""
+        self._snapshots.pop(parts, None)
+        self._listings.pop(parts, None)
         wd = self._watched.pop(parts, None)
         if wd is None:
             return
@@ -133,6 +161,47 @@ class Freshness:
                 log.debug(
                     "cannot remove the watch of %s: %s", self._view.display_path(parts), error
                 )
+
+    def snapshot(self, container: Parts) -> Snapshot:
+        """`container`'s last committed record and its stat, exactly as fresh as a read.
+
+        Reads the events inotify queued first; a watched container's record read since
+        its last event is not read again.
+        """
+        self.drain()
+        known = self._snapshots.get(container)
+        if known is not None:
+            return known
+        return self._read(container)
+
+    def _read(self, container: Parts) -> Snapshot:
+        snapshot = self._view.read_record(container)
+        if container in self._watched and (
+            snapshot[1] is None or snapshot[1].st_size <= _CACHED_RECORD_BYTES
+        ):
+            if len(self._snapshots) >= _CACHED_RECORDS:
+                self._snapshots.clear()
+            self._snapshots[container] = snapshot
+        return snapshot
+
+    def listing(self, parts: Parts) -> list[bytes] | None:
+        """The entries of level directory `parts` as last listed, if still exactly so."""
+        self.drain()
+        return self._listings.get(parts)
+
+    def listed(self, parts: Parts, names: list[bytes]) -> None:
+        """Keep the listing of `parts` (read after `listing` said None) while it holds."""
+        if parts not in self._watched:
+            return
+        if sum(map(len, self._listings.values())) + len(names) > _LISTED_NAMES:
+            self._listings.clear()
+        self._listings[parts] = names
+
+    def drain(self) -> None:
+        """Act on what inotify has queued now."""
+        events = self._inotify.read()
+        if events:
+            self.handle(events)
 
     def timeouts(self, directory: Parts) -> Timeouts:
         """How long the kernel may keep entries and attributes of (or in) `directory`."""
@@ -186,7 +255,7 @@ class Freshness:
         """
         container = handle.node.parts[:-1]
         try:
-            record, _ = self._view.read_record(container)
+            record, _ = self.snapshot(container)
         except (OSError, LifecycleStoreError):
             return _POLL_CHANGED  # a read will tell what went wrong
         value = handle.file.render(record)
@@ -206,6 +275,7 @@ class Freshness:
         Attributes of its files and directory are invalidated at once; the pages of
         values that changed are dropped, and their readers' `poll` waiters woken.
         """
+        self._snapshots.pop(container, None)
         directory = self._inodes.find(container)
         if directory is not None:
             invalidate_attributes(directory.ino)
@@ -219,8 +289,11 @@ class Freshness:
             if value is not None and told == value:
                 continue
             self._told.pop(node.ino, None)
+            readers = self._readers.get(node.ino)
+            if not readers:
+                continue  # the next open drops the pages itself (see opened_for_reading)
             self.notifier.drop_pages(node.ino)
-            for reader in self._readers.get(node.ino, ()):
+            for reader in readers:
                 if value is not None and value != reader.data:
                     reader.latest = value
                 if reader.poll is not None:
@@ -233,8 +306,9 @@ class Freshness:
             if directory is not None:
                 invalidate_attributes(directory.ino)
             return
+        self._snapshots.pop(container, None)
         try:
-            record: Lifecycle | None = self._view.read_record(container)[0]
+            record: Lifecycle | None = self._read(container)[0]
         except (OSError, LifecycleStoreError):
             record = None
         self.record_changed(container, record)
@@ -242,6 +316,8 @@ class Freshness:
     def _everything_changed(self) -> None:
         """inotify lost events: drop every attribute and page the kernel holds of us."""
         self._told.clear()
+        self._snapshots.clear()
+        self._listings.clear()
         for node in self._inodes.nodes():
             invalidate_attributes(node.ino)
             if len(node.parts) > self._view.depth:
@@ -272,14 +348,11 @@ class Freshness:
             parts = self._wd_parts.get(event.wd)
             if parts is None:
                 continue
-            if event.mask & inotify.IN_IGNORED:
-                del self._wd_parts[event.wd]
-                self._watched.pop(parts, None)
+            if event.mask & (inotify.IN_IGNORED | _GONE_SELF):
+                # The directory is gone from where we knew it: no longer watched there.
+                self._forget_watch(event.wd, parts)
                 directories.add(parts)
-                continue
-            if event.mask & _GONE_SELF:
-                directories.add(parts)
-                if parts:
+                if parts and event.mask & _GONE_SELF:
                     gone.add((parts[:-1], parts[-1]))
                 continue
             directories.add(parts)
@@ -290,6 +363,8 @@ class Freshness:
                 directories.add((*parts, event.name))
                 if event.mask & _ENTRY_GONE:
                     gone.add((parts, event.name))
+                if event.mask & _ENTRY_CHANGED:
+                    self._listings.pop(parts, None)
         for parts in directories - changed:
             node = self._inodes.find(parts)
             if node is not None:

@@ -8,7 +8,6 @@ attributes it was opened with. What each pins is counted against its user's budg
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 
 import pyfuse3
@@ -75,8 +74,8 @@ class DirHandle:
     """A directory's entries as they were at opendir, so that readdir offsets are stable."""
 
     parts: Parts
-    entries: list[tuple[bytes, os.stat_result | None]]
-    """Each entry's name and, for a directory, its stat (None for a container's files)."""
+    names: list[bytes]
+    """The entries' names (a listing shared with the cache: never changed)."""
     uid: int
     pinned: int
 

@@ -26,6 +26,8 @@ class Node:
     ino: int
     parts: Parts
     lookups: int = 0
+    plain: pyfuse3.EntryAttributes | None = None
+    """Its READDIRPLUS entry without attributes, made once (see attributes.plain_entry)."""
 
 
 class InodeTable:

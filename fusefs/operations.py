@@ -26,7 +26,7 @@ import trio
 from pyfuse3 import EntryAttributes, FileInfo, RequestContext, SetattrFields
 
 from fusefs import acl, attributes
-from fusefs.budgets import Budgets
+from fusefs.budgets import MAX_PINNED_BYTES, Budgets
 from fusefs.errors import CorruptRecords, fail, handler, shown, waiting_handler
 from fusefs.files import FILES, ContainerFile
 from fusefs.freshness import UNWATCHED, Freshness, invalidate_attributes
@@ -205,7 +205,7 @@ class Operations(pyfuse3.Operations):
             return self._temp_attrs(node.ino, temp)
         container = node.parts[:-1]
         return self._file_attrs(
-            node.ino, container, self._file(node), self.view.read_record(container)
+            node.ino, container, self._file(node), self.freshness.snapshot(container)
         )
 
     # Lookups and attributes ---------------------------------------------------------
@@ -230,7 +230,7 @@ class Operations(pyfuse3.Operations):
         if file is not None:
             if self.temps.value_file_unlinked(parent.parts, name, ctx.uid):
                 raise fail(errno.ENOENT)
-            snapshot = self.view.read_record(parent.parts)
+            snapshot = self.freshness.snapshot(parent.parts)
             return self._file_attrs(self._remember(parts).ino, parent.parts, file, snapshot)
         temp = self.temps.get(parent.parts, name)
         if temp is None:
@@ -375,26 +375,29 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         """Snapshot the directory's entries, so that readdir's offsets stay stable.
 
-        Listing a level of containers stats every entry (10,000 of them, maybe): it
-        runs in one of the caller's worker threads, not on the loop that serves
-        everyone.
+        A level of containers may hold 10,000 of them: it is listed in one of the
+        caller's worker threads, not on the loop that serves everyone, and the listing
+        is kept while inotify says it holds.
         """
         node = self._node(inode)
-        entries: list[tuple[bytes, os.stat_result | None]]
+        names: list[bytes]
         if len(node.parts) < self.view.depth:
-            with self.budgets.waiting(ctx.uid) as threads:
-                listing = await trio.to_thread.run_sync(
-                    self.view.list_dir, node.parts, limiter=threads
-                )
-            entries = [(name, st) for name, st in listing]
+            listed = self.freshness.listing(node.parts)
+            if listed is None:
+                limit = MAX_PINNED_BYTES // _LISTING_ENTRY_BYTES
+                with self.budgets.waiting(ctx.uid) as threads:
+                    listed = await trio.to_thread.run_sync(
+                        self.view.list_names, node.parts, limit, limiter=threads
+                    )
+                self.freshness.listed(node.parts, listed)
+            names = listed
         elif len(node.parts) == self.view.depth:
             self.view.stat_dir(node.parts)
-            entries = [(name, None) for name in FILES]
-            entries += [(temp.name, None) for temp in self.temps.listed_to(node.parts, ctx.uid)]
+            names = [*FILES, *(t.name for t in self.temps.listed_to(node.parts, ctx.uid))]
         else:
             raise fail(errno.ENOTDIR)
-        pinned = len(entries) * _LISTING_ENTRY_BYTES
-        return self.handles.add_dir(DirHandle(node.parts, entries, ctx.uid, pinned))
+        pinned = len(names) * _LISTING_ENTRY_BYTES
+        return self.handles.add_dir(DirHandle(node.parts, names, ctx.uid, pinned))
 
     @handler
     def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -402,47 +405,56 @@ class Operations(pyfuse3.Operations):
 
         An entry the kernel holds already, and whose attributes inotify keeps fresh,
         goes as a plain entry: the kernel keeps what it cached (attributes, ACLs).
+        Others get their attributes read now.
         """
         handle = self.handles.dirs[fh]
-        snapshot: tuple[Lifecycle, os.stat_result | None] | None = None
-        for index in range(start_id, len(handle.entries)):
-            name, st = handle.entries[index]
-            parts = (*handle.parts, name)
+        names, parent = handle.names, handle.parts
+        for index in range(start_id, len(names)):
+            name = names[index]
+            parts = (*parent, name)
             plain = self._plain_entry(parts)
             if plain is not None:
                 if not pyfuse3.readdir_reply(token, name, plain, index + 1):
                     return
                 continue
-            node = self._remember(parts)
-            try:
-                if st is not None:
-                    attrs = self._dir_attrs(node.ino, parts, st)
-                elif (temp := self.temps.get(handle.parts, name)) is not None:
-                    self._temp_of[node.ino] = temp
-                    attrs = self._temp_attrs(node.ino, temp)
-                else:
-                    if snapshot is None:
-                        snapshot = self.view.read_record(handle.parts)
-                    attrs = self._file_attrs(node.ino, handle.parts, FILES[name], snapshot)
-            except FileNotFoundError:  # removed since opendir: leave it out
-                self._forget(node)
+            attrs = self._new_entry(parent, name)
+            if attrs is None:  # gone since opendir: left out
                 continue
-            except BaseException:
-                self._forget(node)
-                raise
             if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
-                self._forget(node)
+                self._forget(self.inodes[attrs.st_ino])
                 return
+
+    def _new_entry(self, parent: Parts, name: bytes) -> EntryAttributes | None:
+        """A full entry for a name the kernel does not hold; counts a lookup. None if gone."""
+        parts = (*parent, name)
+        if len(parent) < self.view.depth:
+            (st,) = self.view.stat_children(parent, [name])
+            if st is None:
+                return None
+            return self._dir_attrs(self._remember(parts).ino, parts, st)
+        temp = self.temps.get(parent, name)
+        if temp is not None:
+            node = self._remember(parts)
+            self._temp_of[node.ino] = temp
+            return self._temp_attrs(node.ino, temp)
+        file = FILES.get(name)
+        if file is None:
+            return None
+        snapshot = self.freshness.snapshot(parent)
+        return self._file_attrs(self._remember(parts).ino, parent, file, snapshot)
 
     def _plain_entry(self, parts: Parts) -> EntryAttributes | None:
         node = self.inodes.find(parts)
         if node is None or node.ino in self._temp_of:
             return None
-        if self._is_directory(parts):
-            fresh, mode = self.freshness.kept_fresh(parts), stat.S_IFDIR
-        else:
-            fresh, mode = self.freshness.kept_fresh(parts[:-1]), stat.S_IFREG
-        return attributes.plain_entry(node.ino, mode) if fresh else None
+        directory = len(parts) <= self.view.depth
+        if not self.freshness.kept_fresh(parts if directory else parts[:-1]):
+            return None
+        if node.plain is None:
+            node.plain = attributes.plain_entry(
+                node.ino, stat.S_IFDIR if directory else stat.S_IFREG
+            )
+        return node.plain
 
     @handler
     def releasedir(self, fh: int) -> None:
@@ -491,7 +503,7 @@ class Operations(pyfuse3.Operations):
             self.freshness.opened_for_writing(inode)
             return FileInfo(fh=fh, direct_io=True)
         container = node.parts[:-1]
-        record, _ = self.view.read_record(container)
+        record, _ = self.freshness.snapshot(container)
         self.corrupt.forget(self._store(container).record_path)
         handle = ReadHandle(node, file, file.render(record), ctx.uid)
         fh = self.handles.add_file(handle)
@@ -506,7 +518,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(handle, TempHandle):
             return bytes(handle.temp.data[off : off + size])
         if isinstance(handle, WriteHandle):
-            record, _ = self.view.read_record(handle.node.parts[:-1])
+            record, _ = self.freshness.snapshot(handle.node.parts[:-1])
             return handle.file.render(record)[off : off + size]
         if off == 0 and handle.latest is not None:
             handle.data, handle.latest = handle.latest, None
@@ -593,7 +605,7 @@ class Operations(pyfuse3.Operations):
             node = self._remember(parts)
             fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
             self.freshness.opened_for_writing(node.ino)
-            snapshot = self.view.read_record(parent.parts)
+            snapshot = self.freshness.snapshot(parent.parts)
             return FileInfo(fh=fh, direct_io=True), self._file_attrs(
                 node.ino, parent.parts, file, snapshot
             )

@@ -264,24 +264,43 @@ class View:
             raise _not_shown(self.display_path(parts))
         return result
 
-    def list_dir(self, parts: Parts) -> list[tuple[bytes, os.stat_result]]:
-        """The visible subdirectories of `parts` and their stats, sorted by name."""
+    def list_names(self, parts: Parts, limit: int) -> list[bytes]:
+        """The names of the visible subdirectories of `parts`, sorted.
+
+        OSError ENOMEM past `limit` entries: a listing is held in memory while open.
+        """
         fd = self.open_dir(parts)
-        entries = []
+        names = []
         try:
             with os.scandir(fd) as scan:
                 for entry in scan:
                     name = os.fsencode(entry.name)
                     if not is_visible(name) or not entry.is_dir(follow_symlinks=False):
                         continue
-                    try:
-                        entries.append((name, entry.stat(follow_symlinks=False)))
-                    except FileNotFoundError:
-                        continue  # removed while we listed
+                    names.append(name)
+                    if len(names) > limit:
+                        code = errno.ENOMEM
+                        raise OSError(code, os.strerror(code), self.display_path(parts))
         finally:
             os.close(fd)
-        entries.sort(key=lambda entry: entry[0])
-        return entries
+        names.sort()
+        return names
+
+    def stat_children(self, parts: Parts, names: list[bytes]) -> list[os.stat_result | None]:
+        """The stats of the subdirectories `names` of `parts` (None: gone, or not one)."""
+        fd = self.open_dir(parts)
+        stats: list[os.stat_result | None] = []
+        try:
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    stats.append(None)
+                    continue
+                stats.append(st if stat.S_ISDIR(st.st_mode) else None)
+        finally:
+            os.close(fd)
+        return stats
 
     def make_dir(self, parts: Parts, uid: int, gid: int, groups: list[int]) -> os.stat_result:
         """Create the directory `parts` (0700, like nerdctl's) as user `uid` would.

@@ -39,8 +39,8 @@ def test_a_container_record_opens(view: View) -> None:
     finally:
         os.close(fd)
     os.close(view.open_dir((b"default", b"c1")))
-    assert [name for name, _ in view.list_dir((b"default",))] == [b"c1"]
-    assert [name for name, _ in view.list_dir(())] == [b"default"]
+    assert view.list_names((b"default",), 100) == [b"c1"]
+    assert view.list_names((), 100) == [b"default"]
 
 
 @pytest.mark.parametrize(
