@@ -52,6 +52,8 @@ class MountRequest:
     debug: bool = False
     log_file: str | None = None
     pid_file: str | None = None
+    mount_flags: tuple[str, ...] = ()
+    """Generic mount flags for the kernel (`nodev`, `noexec`...), as `-o` gives them."""
 
 
 def _check(request: MountRequest) -> None:
@@ -138,6 +140,7 @@ def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> N
         f"fsname={view.source}",
         "subtype=lifecyclefs",
     }
+    fuse_options.update(request.mount_flags)
     if request.options.read_only:
         fuse_options.add("ro")
     if request.allow_other:
