@@ -26,6 +26,7 @@ from typing import Final
 import pyfuse3
 import trio
 
+from fusefs import mountlock
 from fusefs.operations import MountOptions, Operations
 from fusefs.view import View
 
@@ -90,9 +91,28 @@ def mount(request: MountRequest) -> None:
         raise MountError(f"cannot open source {request.source}: {error.strerror}") from error
     if request.foreground or request.debug:
         _log_to_stderr(request.debug)
-        _serve(request, view, on_ready=lambda: _notify_systemd(b"READY=1"))
+        _serve_alone(request, view, on_ready=lambda: _notify_systemd(b"READY=1"))
         return
     _daemonize(request, view)
+
+
+def _serve_alone(request: MountRequest, view: View, on_ready: Callable[[], None]) -> None:
+    """`_serve`, as the one process that serves the mount point."""
+    with contextlib.ExitStack() as stack:
+        try:
+            # Until another mount appears there, its holder may be a daemon letting go.
+            stack.enter_context(
+                mountlock.held(request.mountpoint, lambda: not os.path.ismount(request.mountpoint))
+            )
+        except mountlock.MountPointBusyError:
+            view.close()
+            raise MountError(
+                f"mount point {request.mountpoint} is busy: another lifecyclefs mount holds it"
+            ) from None
+        except mountlock.LockDirectoryError as error:
+            view.close()
+            raise MountError(str(error)) from error
+        _serve(request, view, on_ready)
 
 
 def _daemonize(request: MountRequest, view: View) -> None:
@@ -123,7 +143,7 @@ def _daemonize(request: MountRequest, view: View) -> None:
     try:
         os.setsid()
         _log_to_file_or_syslog(request.log_file)
-        _serve(request, view, on_ready=ready)
+        _serve_alone(request, view, on_ready=ready)
         code = 0
     except MountError as error:
         tell_parent(str(error).encode())
@@ -293,3 +313,4 @@ def unmount(mountpoint: str) -> None:
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
         raise MountError(f"cannot unmount {mountpoint}: {reason}")
+    mountlock.remove_stale(path)

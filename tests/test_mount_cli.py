@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fusefs.mount import lifecyclefs_mounts
+from fusefs.mountlock import lock_path
 from store import Store, Timestamp
 from tests.conftest import LIFECYCLEFS, Mount, force_unmount, lifecyclefs, wait_for_exit
 from tests.processes import notify_service, stop
@@ -187,3 +189,51 @@ def test_debug_logs_every_request_in_the_foreground(
     assert daemon.returncode == 0
     assert "opcode: OPEN" in errors
     assert "opcode: READ" in errors
+
+
+def start_together(commands: list[list[str]]) -> list[subprocess.Popen[str]]:
+    """Start every command, each waiting on its stdin; release them all at one moment."""
+    started = [
+        subprocess.Popen(
+            ["sh", "-c", 'read -r _ && exec "$@"', "sh", *command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    for process in started:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return started
+
+
+def test_two_mounts_at_once_on_one_mountpoint_exactly_one_mounts(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    for attempt in range(6):
+        pid_files = [tmp_path / f"pid-{attempt}-{index}" for index in range(2)]
+        racers = start_together(
+            [
+                [LIFECYCLEFS, "mount", str(source), str(mountpoint), "--pid-file", str(pid_file)]
+                for pid_file in pid_files
+            ]
+        )
+        try:
+            errors = [racer.communicate(timeout=60)[1] for racer in racers]
+            outcomes = sorted(zip(errors, [racer.returncode for racer in racers], strict=True))
+        finally:
+            daemons = [int(pid_file.read_text()) for pid_file in pid_files if pid_file.exists()]
+            mounted = lifecyclefs_mounts().count(str(mountpoint))
+            for _ in range(mounted):
+                lifecyclefs("umount", str(mountpoint))
+            for daemon in daemons:
+                assert wait_for_exit(daemon, timeout=10)
+        assert (mounted, len(daemons)) == (1, 1)
+        (said, won), (complaint, lost) = outcomes
+        assert (said, won) == ("", 0)
+        assert lost == 1
+        assert re.fullmatch(f"lifecyclefs: mount point {mountpoint} is busy: [^\n]*\n", complaint)
+        assert not os.path.exists(lock_path(str(mountpoint)))
