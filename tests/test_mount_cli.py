@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -189,6 +190,61 @@ def test_debug_logs_every_request_in_the_foreground(
     assert daemon.returncode == 0
     assert "opcode: OPEN" in errors
     assert "opcode: READ" in errors
+
+
+def test_a_symlinked_source_is_resolved_once_at_mount(
+    mount: Callable[..., Mount], source: Path, tmp_path: Path
+) -> None:
+    # A data root moved to another disk, reached through a symlink.
+    link = tmp_path / "data-root"
+    link.symlink_to(source)
+    live = mount(link)
+    assert (live.path / "c1" / "started_at").read_text() == "1970-01-01T00:00:00Z\n"
+    # Pointing the link elsewhere later changes nothing for the mount.
+    elsewhere = tmp_path / "elsewhere"
+    Store(elsewhere / "c2", create=True).update(create_error=True)
+    link.unlink()
+    link.symlink_to(elsewhere)
+    assert os.listdir(live.path) == ["c1"]
+
+
+def test_the_daemon_raises_its_descriptor_limit_to_the_hard_limit(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    command = [LIFECYCLEFS, "mount", str(source), str(mountpoint), "--pid-file", str(pid_file)]
+    subprocess.run(["prlimit", "--nofile=64:4096", *command], check=True, timeout=30)
+    pid = int(pid_file.read_text())
+    try:
+        limits = subprocess.run(
+            ["prlimit", f"--pid={pid}", "--nofile", "--raw", "--noheadings", "-o", "SOFT,HARD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert limits == ["4096", "4096"]
+    finally:
+        lifecyclefs("umount", str(mountpoint))
+    assert wait_for_exit(pid, timeout=10)
+
+
+def test_umount_right_after_the_daemon_died_with_a_file_held_open(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    live = mount(source)
+    held = open(live.path / "c1" / "started_at", "rb")  # noqa: SIM115 - held across the kill
+    try:
+        os.stat(live.path)  # the kernel now has the mount's attributes cached for a while
+        os.kill(live.pid, signal.SIGKILL)
+        assert wait_for_exit(live.pid, timeout=10)
+        result = lifecyclefs("umount", str(live.path), check=False)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert str(live.path) not in lifecyclefs_mounts()
+        assert os.listdir(live.path) == []
+        assert not os.path.exists(lock_path(str(live.path)))
+    finally:
+        with contextlib.suppress(OSError):  # ENOTCONN: its mount is gone
+            held.close()
 
 
 def start_together(commands: list[list[str]]) -> list[subprocess.Popen[str]]:
