@@ -27,10 +27,9 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs mounted for the test, always unmounted afterwards."""
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "lifecyclefs-test", str(mountpoint)],
-        check=True,
-    )
+    # -n: mount(8) then keeps no record in /run/mount (nor makes that directory).
+    options = ["-n", "-t", "tmpfs", "-o", "size=64k,mode=0700"]
+    subprocess.run(["mount", *options, "lifecyclefs-test", str(mountpoint)], check=True)
     try:
         yield mountpoint
     finally:
