@@ -82,6 +82,28 @@ def _check(request: MountRequest) -> None:
         raise MountError(f"mount point {request.mountpoint} is inside source {request.source}")
     if request.depth < 1:
         raise MountError("--depth must be at least 1")
+    if os.geteuid() != 0:
+        _check_user_may_mount(request)
+
+
+def _check_user_may_mount(request: MountRequest) -> None:
+    """What fusermount3 would refuse a user, said before anything forks."""
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise MountError(
+            "/dev/fuse is not open to users (udev makes it 0666; without udev root must)"
+        )
+    if request.allow_other and not _users_may_allow_other():
+        raise MountError(
+            "-o allow_other: a user may use it only when /etc/fuse.conf has a line user_allow_other"
+        )
+
+
+def _users_may_allow_other(conf: str = "/etc/fuse.conf") -> bool:
+    try:
+        with open(conf) as file:
+            return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in file)
+    except OSError:
+        return False
 
 
 def mount(request: MountRequest) -> None:
