@@ -35,59 +35,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: usage error: {message}\n")
 
 
-def _mount_options(values: Sequence[str]) -> dict[str, str | None]:
-    options: dict[str, str | None] = {}
-    for value in values:
-        for option in filter(None, value.split(",")):
-            name, _, argument = option.partition("=")
-            options[name] = argument if "=" in option else None
-    return options
-
-
 def _cmd_mount(args: argparse.Namespace) -> None:
     from fusefs.mount import MountError, MountRequest, mount  # noqa: PLC0415 - heavy
-    from fusefs.operations import MountOptions  # noqa: PLC0415 - heavy
+    from fusefs.mountopts import MountOptionError, apply_options  # noqa: PLC0415 - heavy
 
-    options = _mount_options(args.options)
-    known = {
-        "ro",
-        "rw",
-        "allow_other",
-        "default_permissions",
-        "durable",
-        "nodurable",
-        "lock_timeout",
-    }
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise CommandError(f"unknown mount option {unknown[0]!r} (see lifecyclefs mount --help)")
-    lock_timeout: float | None = MountOptions().lock_timeout
-    if "lock_timeout" in options:
-        try:
-            lock_timeout = timeout_from_seconds(float(options["lock_timeout"] or ""))
-        except ValueError:
-            raise CommandError(
-                "-o lock_timeout= needs a finite number of seconds (0: for ever)"
-            ) from None
     request = MountRequest(
         source=args.source,
         mountpoint=args.mountpoint,
         depth=args.depth,
-        options=MountOptions(
-            read_only="ro" in options and "rw" not in options,
-            durable="nodurable" not in options,
-            lock_timeout=lock_timeout,
-        ),
-        allow_other="allow_other" in options,
         foreground=args.foreground,
         debug=args.debug,
         log_file=args.log_file,
         pid_file=args.pid_file,
     )
     try:
-        mount(request)
-    except MountError as error:
+        mount(apply_options(args.options, request))
+    except (MountError, MountOptionError) as error:
         raise CommandError(str(error)) from error
+
+
+def as_mount_helper_call(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`argv` with `mount` put first when it is a mount helper's call, else `argv` itself.
+
+    fuse3's mount helper (`mount -t fuse.lifecyclefs`, fstab) runs
+    `lifecyclefs SOURCE MOUNTPOINT -o OPTIONS`: two operands and no subcommand.
+    """
+    commands = next(  # argparse has no public way to list the subcommands
+        action.choices
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    operands = argv[:2]
+    if (
+        len(operands) == 2
+        and operands[0] not in commands
+        and not any(operand.startswith("-") for operand in operands)
+    ):
+        return ["mount", *argv]
+    return argv
 
 
 def _cmd_umount(args: argparse.Namespace) -> None:
@@ -187,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="mount a tree of state directories",
         description="Mount SOURCE's state directories on MOUNTPOINT: each container is a"
         " directory holding started_at, create_error and lifecycle.json. Returns once"
-        " the mount is live, then serves in the background (unless -f).",
+        " the mount is live, then serves in the background (unless -f). mount(8) and"
+        " fstab run it as `lifecyclefs SOURCE MOUNTPOINT -o OPTIONS` (type fuse.lifecyclefs).",
     )
     mount.add_argument("source", metavar="SOURCE")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -198,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OPT[,OPT...]",
         help="ro, rw, allow_other, nodurable (skip fsync), lock_timeout=SECONDS"
-        " (how long a write waits for the lock; default 10, 0 for ever)",
+        " (how long a write waits for the lock; default 10, 0 for ever); every flag"
+        " below has an -o spelling too: depth=N, foreground, debug, log_file=FILE,"
+        " pid_file=FILE. Generic mount flags (nodev, noexec, noatime...) are passed to"
+        " the kernel; mount(8)'s own (nofail, _netdev, noauto, x-*...) are ignored",
     )
     mount.add_argument(
         "--depth",
@@ -299,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `lifecyclefs` with `argv` (default: the process's); return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(as_mount_helper_call(parser, arguments))
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)

@@ -10,10 +10,12 @@ found before any fork. SIGINT, SIGTERM and SIGHUP (a closed terminal) unmount cl
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import logging.handlers
 import os
 import re
+import resource
 import signal
 import socket
 import stat
@@ -26,6 +28,7 @@ from typing import Final
 import pyfuse3
 import trio
 
+from fusefs import mountlock
 from fusefs.operations import MountOptions, Operations
 from fusefs.view import View
 
@@ -55,6 +58,8 @@ class MountRequest:
     debug: bool = False
     log_file: str | None = None
     pid_file: str | None = None
+    mount_flags: tuple[str, ...] = ()
+    """Generic mount flags for the kernel (`nodev`, `noexec`...), as `-o` gives them."""
 
 
 def _check(request: MountRequest) -> None:
@@ -80,20 +85,82 @@ def _check(request: MountRequest) -> None:
         raise MountError(f"mount point {request.mountpoint} is inside source {request.source}")
     if request.depth < 1:
         raise MountError("--depth must be at least 1")
+    if os.geteuid() != 0:
+        _check_user_may_mount(request)
+
+
+def _check_user_may_mount(request: MountRequest) -> None:
+    """What fusermount3 would refuse a user, said before anything forks."""
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise MountError(
+            "/dev/fuse is not open to users (udev makes it 0666; without udev root must)"
+        )
+    if request.allow_other and not _users_may_allow_other():
+        raise MountError(
+            "-o allow_other: a user may use it only when /etc/fuse.conf has a line user_allow_other"
+        )
+
+
+def _users_may_allow_other(conf: str = "/etc/fuse.conf") -> bool:
+    try:
+        with open(conf) as file:
+            return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in file)
+    except OSError:
+        return False
 
 
 def mount(request: MountRequest) -> None:
-    """Mount SOURCE on MOUNTPOINT; return once it is live (foreground: once unmounted)."""
+    """Mount SOURCE on MOUNTPOINT; return once it is live (foreground: once unmounted).
+
+    SOURCE is resolved once, here: a data root moved to another disk and reached
+    through a symlink is served from where it is; below it, the view follows no symlink.
+    """
     _check(request)
     try:
-        view = View(request.source, request.depth)
+        view = View(os.path.realpath(request.source), request.depth)
     except OSError as error:
         raise MountError(f"cannot open source {request.source}: {error.strerror}") from error
     if request.foreground or request.debug:
         _log_to_stderr(request.debug)
-        _serve(request, view, on_ready=lambda: _notify_systemd(b"READY=1"))
+        _serve_alone(request, view, on_ready=lambda: _notify_systemd(b"READY=1"))
         return
     _daemonize(request, view)
+
+
+def _serve_alone(request: MountRequest, view: View, on_ready: Callable[[], None]) -> None:
+    """`_serve`, as the one process that serves the mount point, with all the fds it may have."""
+    _raise_descriptor_limit()
+    with contextlib.ExitStack() as stack:
+        try:
+            # Until another mount appears there, its holder may be a daemon letting go.
+            stack.enter_context(
+                mountlock.held(request.mountpoint, lambda: not os.path.ismount(request.mountpoint))
+            )
+        except mountlock.MountPointBusyError:
+            view.close()
+            raise MountError(
+                f"mount point {request.mountpoint} is busy: another lifecyclefs mount holds it"
+            ) from None
+        except mountlock.LockDirectoryError as error:
+            view.close()
+            raise MountError(str(error)) from error
+        _serve(request, view, on_ready)
+
+
+def _raise_descriptor_limit() -> None:
+    """Lift our soft limit on open descriptors as far as the hard limit lets us.
+
+    Every file and directory open in the mount holds descriptors in the daemon, and
+    the usual soft limit (1024) is soon reached on a busy host.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard
+    if hard == resource.RLIM_INFINITY:
+        with open("/proc/sys/fs/nr_open") as file:
+            ceiling = int(file.read())
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def _daemonize(request: MountRequest, view: View) -> None:
@@ -124,7 +191,7 @@ def _daemonize(request: MountRequest, view: View) -> None:
     try:
         os.setsid()
         _log_to_file_or_syslog(request.log_file)
-        _serve(request, view, on_ready=ready)
+        _serve_alone(request, view, on_ready=ready)
         code = 0
     except MountError as error:
         tell_parent(str(error).encode())
@@ -141,6 +208,7 @@ def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> N
         f"fsname={view.source}",
         "subtype=lifecyclefs",
     }
+    fuse_options.update(request.mount_flags)
     if request.options.read_only:
         fuse_options.add("ro")
     if request.allow_other:
@@ -281,17 +349,28 @@ def lifecyclefs_mounts() -> list[str]:
 
 
 def unmount(mountpoint: str) -> None:
-    """Unmount a lifecyclefs mount, also one whose daemon died."""
+    """Unmount a lifecyclefs mount, also one whose daemon died (even with files open in it)."""
     path = os.path.abspath(mountpoint)
     if path not in lifecyclefs_mounts():
         raise MountError(f"{mountpoint} is not a lifecyclefs mount")
-    dead = False
-    try:
-        os.stat(path)
-    except OSError:
-        dead = True  # ENOTCONN: the daemon is gone; only a lazy unmount clears it
-    command = ["fusermount3", "-u", "-z", path] if dead else ["fusermount3", "-u", path]
+    # Only a lazy unmount clears a dead mount that has files open in it.
+    lazy = not _daemon_answers(path)
+    command = ["fusermount3", "-u", "-z", path] if lazy else ["fusermount3", "-u", path]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
         raise MountError(f"cannot unmount {mountpoint}: {reason}")
+    mountlock.remove_stale(path)
+
+
+def _daemon_answers(mountpoint: str) -> bool:
+    """Whether a daemon still serves `mountpoint`.
+
+    statfs always reaches the daemon; a stat may be answered from the kernel's
+    attribute cache for a while after the daemon died.
+    """
+    try:
+        os.statvfs(mountpoint)
+    except OSError as error:
+        return error.errno not in (errno.ENOTCONN, errno.ECONNABORTED)
+    return True

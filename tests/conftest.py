@@ -15,6 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from fusefs.mount import lifecyclefs_mounts
+from fusefs.mountlock import lock_directory
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden" / "nerdctl-v2.0.3"
@@ -26,10 +27,9 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs mounted for the test, always unmounted afterwards."""
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "lifecyclefs-test", str(mountpoint)],
-        check=True,
-    )
+    # -n: mount(8) then keeps no record in /run/mount (nor makes that directory).
+    options = ["-n", "-t", "tmpfs", "-o", "size=64k,mode=0700"]
+    subprocess.run(["mount", *options, "lifecyclefs-test", str(mountpoint)], check=True)
     try:
         yield mountpoint
     finally:
@@ -148,10 +148,19 @@ def mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After the whole suite: no lifecyclefs mount of ours is left, even after failures."""
+    """After the whole suite: no lifecyclefs mount of ours is left, even after failures.
+
+    Nor a mount point's lock file; the lock directory goes if the suite made it.
+    """
+    locks = Path(lock_directory())
+    locks_existed = locks.exists()
     yield
     base = str(tmp_path_factory.getbasetemp())
     leftovers = [path for path in lifecyclefs_mounts() if path.startswith(base)]
     for path in leftovers:
         force_unmount(Path(path))
     assert not leftovers, f"mounts left behind: {leftovers}"
+    left_locks = sorted(locks.iterdir()) if locks.exists() else []
+    if not locks_existed and not left_locks and locks.exists():
+        locks.rmdir()
+    assert not left_locks, f"lock files left behind: {left_locks}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fusefs.mount import lifecyclefs_mounts
+from fusefs.mountlock import lock_path
 from store import Store, Timestamp
 from tests.conftest import LIFECYCLEFS, Mount, force_unmount, lifecyclefs, wait_for_exit
 from tests.processes import notify_service, stop
@@ -187,3 +190,106 @@ def test_debug_logs_every_request_in_the_foreground(
     assert daemon.returncode == 0
     assert "opcode: OPEN" in errors
     assert "opcode: READ" in errors
+
+
+def test_a_symlinked_source_is_resolved_once_at_mount(
+    mount: Callable[..., Mount], source: Path, tmp_path: Path
+) -> None:
+    # A data root moved to another disk, reached through a symlink.
+    link = tmp_path / "data-root"
+    link.symlink_to(source)
+    live = mount(link)
+    assert (live.path / "c1" / "started_at").read_text() == "1970-01-01T00:00:00Z\n"
+    # Pointing the link elsewhere later changes nothing for the mount.
+    elsewhere = tmp_path / "elsewhere"
+    Store(elsewhere / "c2", create=True).update(create_error=True)
+    link.unlink()
+    link.symlink_to(elsewhere)
+    assert os.listdir(live.path) == ["c1"]
+
+
+def test_the_daemon_raises_its_descriptor_limit_to_the_hard_limit(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    command = [LIFECYCLEFS, "mount", str(source), str(mountpoint), "--pid-file", str(pid_file)]
+    subprocess.run(["prlimit", "--nofile=64:4096", *command], check=True, timeout=30)
+    pid = int(pid_file.read_text())
+    try:
+        limits = subprocess.run(
+            ["prlimit", f"--pid={pid}", "--nofile", "--raw", "--noheadings", "-o", "SOFT,HARD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert limits == ["4096", "4096"]
+    finally:
+        lifecyclefs("umount", str(mountpoint))
+    assert wait_for_exit(pid, timeout=10)
+
+
+def test_umount_right_after_the_daemon_died_with_a_file_held_open(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    live = mount(source)
+    held = open(live.path / "c1" / "started_at", "rb")  # noqa: SIM115 - held across the kill
+    try:
+        os.stat(live.path)  # the kernel now has the mount's attributes cached for a while
+        os.kill(live.pid, signal.SIGKILL)
+        assert wait_for_exit(live.pid, timeout=10)
+        result = lifecyclefs("umount", str(live.path), check=False)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert str(live.path) not in lifecyclefs_mounts()
+        assert os.listdir(live.path) == []
+        assert not os.path.exists(lock_path(str(live.path)))
+    finally:
+        with contextlib.suppress(OSError):  # ENOTCONN: its mount is gone
+            held.close()
+
+
+def start_together(commands: list[list[str]]) -> list[subprocess.Popen[str]]:
+    """Start every command, each waiting on its stdin; release them all at one moment."""
+    started = [
+        subprocess.Popen(
+            ["sh", "-c", 'read -r _ && exec "$@"', "sh", *command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    for process in started:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return started
+
+
+def test_two_mounts_at_once_on_one_mountpoint_exactly_one_mounts(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    for attempt in range(6):
+        pid_files = [tmp_path / f"pid-{attempt}-{index}" for index in range(2)]
+        racers = start_together(
+            [
+                [LIFECYCLEFS, "mount", str(source), str(mountpoint), "--pid-file", str(pid_file)]
+                for pid_file in pid_files
+            ]
+        )
+        try:
+            errors = [racer.communicate(timeout=60)[1] for racer in racers]
+            outcomes = sorted(zip(errors, [racer.returncode for racer in racers], strict=True))
+        finally:
+            daemons = [int(pid_file.read_text()) for pid_file in pid_files if pid_file.exists()]
+            mounted = lifecyclefs_mounts().count(str(mountpoint))
+            for _ in range(mounted):
+                lifecyclefs("umount", str(mountpoint))
+            for daemon in daemons:
+                assert wait_for_exit(daemon, timeout=10)
+        assert (mounted, len(daemons)) == (1, 1)
+        (said, won), (complaint, lost) = outcomes
+        assert (said, won) == ("", 0)
+        assert lost == 1
+        assert re.fullmatch(f"lifecyclefs: mount point {mountpoint} is busy: [^\n]*\n", complaint)
+        assert not os.path.exists(lock_path(str(mountpoint)))
