@@ -35,6 +35,8 @@ from fusefs.view import View
 log = logging.getLogger("lifecyclefs")
 
 FS_TYPE: Final = "fuse.lifecyclefs"
+MAX_LOG_CHARACTERS: Final = 2048
+"""The longest log record (a traceback included); anything longer is cut."""
 MAX_REQUESTS: Final = 4096
 """Requests served at once. A request that waits (for a lock) holds one until answered;
 each user may hold only budgets.MAX_WAITING of them, so no user can take them all."""
@@ -300,20 +302,31 @@ def _detach_stdio() -> None:
     os.close(null)
 
 
+class _BoundedFormatter(logging.Formatter):
+    """Log records of at most MAX_LOG_CHARACTERS, whatever a user's request put in them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if len(text) <= MAX_LOG_CHARACTERS:
+            return text
+        return text[: MAX_LOG_CHARACTERS - 20] + f" [{len(text)} chars, cut]"
+
+
 def _log_to_stderr(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, format="lifecyclefs: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_BoundedFormatter("lifecyclefs: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _log_to_file_or_syslog(log_file: str | None) -> None:
     handler: logging.Handler
     if log_file:
         handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(_BoundedFormatter("%(asctime)s %(levelname)s %(message)s"))
     elif os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler("/dev/log")
-        handler.setFormatter(logging.Formatter("lifecyclefs[%(process)d]: %(message)s"))
+        handler.setFormatter(_BoundedFormatter("lifecyclefs[%(process)d]: %(message)s"))
     else:
         handler = logging.NullHandler()
     log.addHandler(handler)

@@ -1,0 +1,127 @@
+"""Faults beneath and around the mount: durability, a moved SOURCE, bounded logs, read-only."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from store import Store, Timestamp
+from tests.conftest import Mount
+
+T0 = Timestamp.parse("2024-01-02T03:04:05Z")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A depth-1 tree with c1 started at T0."""
+    root = tmp_path / "source"
+    Store(root / "c1", create=True).update(started_at=T0)
+    return root
+
+
+@contextmanager
+def fsyncs_of(pid: int, log: Path) -> Iterator[Callable[[], int]]:
+    """strace attached to process `pid` (every thread); yields a counter of its fsyncs."""
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(log), "-p", str(pid)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # strace says nothing once attached; wait until it traces (it writes on attach -f).
+        probe = f"/proc/{pid}/status"
+        while "TracerPid:\t0" in Path(probe).read_text():
+            if tracer.poll() is not None:
+                raise AssertionError("strace could not attach")
+        yield lambda: sum(
+            1 for line in log.read_text().splitlines() if "fsync(" in line and "= 0" in line
+        )
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("options", "durable"), [((), True), (("-o", "nodurable"), False)])
+def test_the_mount_is_durable_unless_told_otherwise(
+    mount: Callable[..., Mount],
+    source: Path,
+    tmp_path: Path,
+    options: tuple[str, ...],
+    durable: bool,
+) -> None:
+    live = mount(source, *options)
+    value = live.path / "c1" / "create_error"
+    value.write_text("false\n")  # the mount's threads exist before strace attaches
+    with fsyncs_of(live.pid, tmp_path / "strace.log") as fsyncs:
+        value.write_text("true\n")
+        counted = fsyncs()
+    assert Store(source / "c1").load().create_error is True
+    # Durable: the record's data, then its directory (the rename).
+    assert counted == (2 if durable else 0)
+
+
+def test_writes_stop_once_source_is_moved(
+    mount: Callable[..., Mount], source: Path, tmp_path: Path
+) -> None:
+    live = mount(source)
+    assert (live.path / "c1" / "started_at").read_text() == f"{T0}\n"
+    source.rename(tmp_path / "moved")
+    for _ in range(3):
+        with pytest.raises(OSError, match="Stale file handle") as caught:
+            (live.path / "c1" / "create_error").write_text("true\n")
+        assert caught.value.errno == errno.ESTALE
+    with pytest.raises(OSError, match="Stale file handle"):
+        (live.path / "new").mkdir()
+    assert Store(tmp_path / "moved" / "c1").load().create_error is False
+    logged = [line for line in live.log_lines() if "moved, removed or unmounted" in line]
+    assert len(logged) == 1
+
+
+def test_writes_stop_once_source_is_replaced(
+    mount: Callable[..., Mount], source: Path, tmp_path: Path
+) -> None:
+    live = mount(source)
+    source.rename(tmp_path / "old")
+    Store(source / "c1", create=True)  # a new tree where the old one was
+    with pytest.raises(OSError, match="Stale file handle"):
+        (live.path / "c1" / "create_error").write_text("true\n")
+    assert not (source / "c1" / "lifecycle.json").exists()
+
+
+def test_log_lines_stay_short_whatever_users_write(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    live = mount(source)
+    name = "c" * 250
+    Store(source / name, create=True)
+    (source / name / "lifecycle.json").write_text("{" + '"x":1,' * 2000)
+    for _ in range(50):
+        fd = os.open(live.path / "c1" / "started_at", os.O_WRONLY)
+        try:
+            with pytest.raises(OSError, match="Invalid argument"):
+                os.write(fd, b"9" * 4000)
+        finally:
+            os.close(fd)
+        with pytest.raises(OSError, match="Input/output error"):
+            (live.path / name / "started_at").read_text()
+    lines = live.log_lines()
+    assert lines, "the corrupt record was not logged"
+    assert max(len(line) for line in lines) <= 2100
+    assert sum("corrupt record" in line for line in lines) == 1
+    assert not any("9999999999" in line for line in lines), "a refused value was logged"
+
+
+def test_a_read_only_mount_shows_no_write_permission(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    os.chmod(source / "c1", 0o755)
+    mnt = mount(source, "-o", "ro").path
+    for path in (mnt, mnt / "c1", mnt / "c1" / "create_error", mnt / "c1" / "started_at"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path
+    assert stat.S_IMODE((mnt / "c1").stat().st_mode) == 0o555
