@@ -1,24 +1,32 @@
 """What the kernel may keep of the mount, and when it must drop it: exactly fresh, cheaply.
 
 The kernel caches entries, attributes and file pages. Keeping them saves requests (a
-`cat` of an unchanged value is one OPEN, its bytes come from the page cache), but a
-record may change at any moment by nerdctl, the library, the command line or another
-mount. Three rules keep every answer fresh:
+`cat` of an unchanged value is one OPEN; its bytes come from the page cache), but a
+record may change at any moment: by nerdctl, the library, the command line, another
+mount or this one. The rules that keep every answer right:
 
-- inotify on every directory the kernel knows reports every change made to it, by
-  anyone (nerdctl, the library, the command line, another mount, this one): the
-  attributes of what changed are invalidated at once (so `stat` and `ls -l` see the
-  change within milliseconds), the pages of values that changed are dropped, and
-  `poll` waiters on those values are woken. With those watches the kernel may keep
-  entries and attributes for long; where a watch cannot be had (inotify's limit), it
-  keeps them for one second only.
+- inotify on every directory the kernel knows reports every change to it, by anyone.
+  The attributes of what changed are invalidated at once (so `stat` and `ls -l` see
+  the change within milliseconds) and `poll` waiters on values that changed are woken.
+  With those watches the kernel may keep entries and attributes for an hour; where a
+  watch cannot be had (inotify's limit), it keeps them for one second only, and files
+  there are never served from the page cache.
 - Every open first reads what inotify has queued (one system call: the kernel queues
   an event before the writer's rename returns, so nothing that happened before the
-  open is missed). A watched container's record is then known without reading it
-  again; an unwatched one is read. If the value differs from what the kernel may hold
-  for that inode, its attributes are invalidated before the reply and the reply drops
-  its cached pages (`keep_cache=False`); otherwise the pages stay.
-- Our own writes are changes like any other, told the same way.
+  open is missed). A watched container's record read since its last event is known
+  without reading it again.
+- A value file's size and its cached pages must always stand for the same value, or a
+  read would come out cut or padded. The kernel learns the size only from our
+  attribute replies, and drops an attribute reply that arrives after it was told to
+  invalidate (its attribute version moved on). So: attributes are invalidated only
+  while the kernel holds valid ones (then no attribute request of its can be in
+  flight); a reader's cached pages are refilled with exactly the value of the last
+  attribute reply; and the reported mtime always moves when the value does, so that
+  the kernel drops pages of an older value itself (it does when size or mtime change).
+- A write through the mount makes the kernel change the size itself (O_TRUNC empties
+  it, a write extends it). While a file has writers, readers are served without the
+  page cache (direct I/O: exactly the snapshot of their open, whatever the size);
+  a writer waits (briefly) for readers that just opened from the cache to finish.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import logging
 import os
 import select
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Final
 
 import pyfuse3
@@ -58,20 +67,32 @@ _LISTED_NAMES: Final = 200_000
 
 Snapshot = tuple[Lifecycle, os.stat_result | None]
 """A record and its file's stat (None when there is no record)."""
-_DIR_EVENTS: Final = (
-    inotify.IN_ATTRIB
+_SELF_EVENTS: Final = (
+    inotify.IN_ATTRIB | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_ONLYDIR
+)
+_LEVEL_EVENTS: Final = (
+    _SELF_EVENTS
     | inotify.IN_CREATE
     | inotify.IN_DELETE
     | inotify.IN_MOVED_FROM
     | inotify.IN_MOVED_TO
-    | inotify.IN_CLOSE_WRITE
-    | inotify.IN_DELETE_SELF
-    | inotify.IN_MOVE_SELF
-    | inotify.IN_ONLYDIR
 )
+"""What changes a level directory's listing or a subdirectory's attributes."""
+_CONTAINER_EVENTS: Final = (
+    _SELF_EVENTS
+    | inotify.IN_DELETE
+    | inotify.IN_MOVED_FROM
+    | inotify.IN_MOVED_TO
+    | inotify.IN_CLOSE_WRITE
+)
+"""What changes a record: a rename onto or away from it, a write in place, an unlink.
+(A creation in place ends with IN_CLOSE_WRITE; IN_CREATE would only add a temp
+file's noise to every nerdctl write.)"""
 _GONE_SELF: Final = inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_UNMOUNT
 _ENTRY_GONE: Final = inotify.IN_DELETE | inotify.IN_MOVED_FROM
 _ENTRY_CHANGED: Final = _ENTRY_GONE | inotify.IN_CREATE | inotify.IN_MOVED_TO
+_WRITER_WAITS_SECONDS: Final = 0.1
+"""How long a writer waits for readers that opened from the page cache just before it."""
 _POLL_READY: Final = select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
 _POLL_CHANGED: Final = _POLL_READY | select.POLLPRI | select.POLLERR
 
@@ -85,6 +106,33 @@ def invalidate_attributes(ino: int) -> None:
             raise
 
 
+@dataclass(slots=True, eq=False)
+class _KernelCopy:
+    """What the kernel holds of one of our files, and who has it open."""
+
+    value: bytes | None = None
+    """The value its size (and cached pages, if any) stand for; None: unknown."""
+    mtime_ns: int | None = None
+    """The mtime it was last told."""
+    attrs_valid: bool = False
+    """It holds attributes it was not told to drop (so it sends no attribute request)."""
+    writers: int = 0
+    cached_readers: set[ReadHandle] = field(default_factory=set)
+    direct_readers: set[ReadHandle] = field(default_factory=set)
+    reader_gone: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to remember: the kernel holds no attributes and nobody has it open."""
+        return not (
+            self.value is not None
+            or self.attrs_valid
+            or self.writers
+            or self.cached_readers
+            or self.direct_readers
+        )
+
+
 class Freshness:
     """The kernel's caches of one mount: what it was told, and the watches that keep it true."""
 
@@ -95,9 +143,8 @@ class Freshness:
         self._inotify = inotify.Inotify()
         self._wd_parts: dict[int, Parts] = {}
         self._watched: dict[Parts, int] = {}
-        self._told: dict[int, bytes] = {}
-        """What the kernel may hold (size and pages) of each file inode."""
-        self._readers: dict[int, set[ReadHandle]] = {}
+        self._copies: dict[int, _KernelCopy] = {}
+        """What the kernel holds of each of our file inodes."""
         self._snapshots: dict[Parts, Snapshot] = {}
         """The records of watched containers, as read since their last event."""
         self._listings: dict[Parts, list[bytes]] = {}
@@ -120,7 +167,8 @@ class Freshness:
         except OSError:
             return
         try:
-            wd = self._inotify.add_watch_fd(fd, _DIR_EVENTS)
+            events = _CONTAINER_EVENTS if len(parts) == self._view.depth else _LEVEL_EVENTS
+            wd = self._inotify.add_watch_fd(fd, events)
         except OSError as error:
             if error.errno == errno.ENOSPC and not self._watch_limit_logged:
                 self._watch_limit_logged = True
@@ -213,40 +261,104 @@ class Freshness:
 
     # What the kernel holds of each file ----------------------------------------------
 
-    def told(self, ino: int, data: bytes) -> None:
-        """The kernel was told attributes for `data` (its size) for file inode `ino`."""
-        self._told[ino] = data
+    def _copy(self, ino: int) -> _KernelCopy:
+        copy = self._copies.get(ino)
+        if copy is None:
+            copy = self._copies[ino] = _KernelCopy()
+        return copy
+
+    def _tidy(self, ino: int, copy: _KernelCopy) -> None:
+        if copy.idle:
+            self._copies.pop(ino, None)
+
+    def _invalidate(self, ino: int, copy: _KernelCopy) -> None:
+        """Make the kernel drop `ino`'s attributes, if it holds valid ones."""
+        if copy.attrs_valid:
+            copy.attrs_valid = False
+            invalidate_attributes(ino)
+
+    def attributes_told(self, ino: int, value: bytes, mtime_ns: int) -> int:
+        """The kernel is being told `ino`'s attributes for `value`; returns the mtime to tell.
+
+        The mtime moves by a nanosecond where the record's own did not but the value
+        did (two changes within one clock tick), so that the kernel drops stale pages.
+        Readers that read from the page cache refill it with this very value.
+        """
+        copy = self._copy(ino)
+        if copy.value is not None and copy.value != value and copy.mtime_ns is not None:
+            mtime_ns = max(mtime_ns, copy.mtime_ns + 1)
+        copy.value, copy.mtime_ns, copy.attrs_valid = value, mtime_ns, True
+        for reader in copy.cached_readers:
+            reader.latest = value
+        return mtime_ns
 
     def forget(self, node: Node) -> None:
-        """The kernel dropped `node`: forget what it was told and stop watching it."""
-        self._told.pop(node.ino, None)
+        """The kernel dropped `node`: forget what it held and stop watching it."""
+        copy = self._copies.get(node.ino)
+        if copy is not None:
+            copy.value, copy.mtime_ns, copy.attrs_valid = None, None, False
+            self._tidy(node.ino, copy)
         self.unwatch(node.parts)
 
-    def opened_for_reading(self, handle: ReadHandle) -> bool:
-        """A reader opened `handle`'s file; say whether the kernel may keep its pages.
+    def opened_for_reading(self, handle: ReadHandle, *, cacheable: bool) -> bool | None:
+        """A reader opened `handle`'s file: how the kernel may serve its reads.
 
-        When the value differs from what the kernel may hold, its attributes are
-        invalidated now (before the open is answered) and the answer drops its pages.
+        None: without the page cache (direct I/O); only a `cacheable` file of a
+        watched container without writers uses it. Otherwise whether the kernel may
+        keep the pages it holds: if the value differs from the one they stand for, its
+        attributes are invalidated now (before the open is answered) and the pages
+        must go (`keep_cache=False`).
         """
-        ino = handle.node.ino
-        self._readers.setdefault(ino, set()).add(handle)
-        if self._told.get(ino) == handle.data:
+        handle.opened_at = trio.current_time()
+        copy = self._copy(handle.node.ino)
+        if not (cacheable and copy.writers == 0 and self.kept_fresh(handle.node.parts[:-1])):
+            copy.direct_readers.add(handle)
+            return None
+        handle.cached = True
+        copy.cached_readers.add(handle)
+        if copy.value == handle.data:
             return True
-        self._told[ino] = handle.data
-        invalidate_attributes(ino)
+        self._invalidate(handle.node.ino, copy)
+        copy.value = None  # the open drops the pages; the next attributes tell again
         return False
-
-    def opened_for_writing(self, ino: int) -> None:
-        """A writer opened file inode `ino`: O_TRUNC may have emptied the kernel's copy."""
-        self._told.pop(ino, None)
 
     def released(self, handle: ReadHandle) -> None:
         """A reader closed `handle`."""
-        readers = self._readers.get(handle.node.ino)
-        if readers is not None:
-            readers.discard(handle)
-            if not readers:
-                del self._readers[handle.node.ino]
+        ino = handle.node.ino
+        copy = self._copies.get(ino)
+        if copy is None:
+            return
+        if handle.cached:
+            copy.cached_readers.discard(handle)
+            copy.reader_gone.set()
+            copy.reader_gone = trio.Event()
+        else:
+            copy.direct_readers.discard(handle)
+        self._tidy(ino, copy)
+
+    async def opened_for_writing(self, ino: int) -> None:
+        """A writer opens file `ino`: readers go without the page cache while it writes.
+
+        The kernel changes the file's size itself for a writer (O_TRUNC empties it). A
+        reader that just opened from the page cache (it has yet to read) is waited for,
+        briefly, so that it reads what it opened.
+        """
+        copy = self._copy(ino)
+        copy.writers += 1
+        copy.value, copy.attrs_valid = None, False
+        with trio.move_on_after(_WRITER_WAITS_SECONDS):
+            while any(
+                trio.current_time() - reader.opened_at < _WRITER_WAITS_SECONDS
+                for reader in copy.cached_readers
+            ):
+                await copy.reader_gone.wait()
+
+    def writer_released(self, ino: int) -> None:
+        """A writer of file `ino` closed it."""
+        copy = self._copies.get(ino)
+        if copy is not None:
+            copy.writers -= 1
+            self._tidy(ino, copy)
 
     def poll(self, handle: ReadHandle, waiter: pyfuse3.PollHandle | None) -> int:
         """sysfs-style poll: POLLPRI|POLLERR once the value changed since `handle` read it.
@@ -272,8 +384,9 @@ class Freshness:
     def record_changed(self, container: Parts, record: Lifecycle | None) -> None:
         """`container`'s record changed (None: it is unreadable now); tell the kernel.
 
-        Attributes of its files and directory are invalidated at once; the pages of
-        values that changed are dropped, and their readers' `poll` waiters woken.
+        The attributes of its directory and files are invalidated (see the rules
+        above), readers without the page cache get the new value from their next read
+        at offset 0, and `poll` waiters on values that changed are woken.
         """
         self._snapshots.pop(container, None)
         directory = self._inodes.find(container)
@@ -283,20 +396,17 @@ class Freshness:
             node = self._inodes.find((*container, name))
             if node is None:
                 continue
-            invalidate_attributes(node.ino)
-            value = None if record is None else file.render(record)
-            told = self._told.get(node.ino)
-            if value is not None and told == value:
+            copy = self._copies.get(node.ino)
+            if copy is None:
+                invalidate_attributes(node.ino)  # told by a readdir or lookup we forgot
                 continue
-            self._told.pop(node.ino, None)
-            readers = self._readers.get(node.ino)
-            if not readers:
-                continue  # the next open drops the pages itself (see opened_for_reading)
-            self.notifier.drop_pages(node.ino)
-            for reader in readers:
+            self._invalidate(node.ino, copy)
+            value = None if record is None else file.render(record)
+            for reader in copy.direct_readers:
                 if value is not None and value != reader.data:
                     reader.latest = value
-                if reader.poll is not None:
+            for reader in (*copy.cached_readers, *copy.direct_readers):
+                if reader.poll is not None and value != reader.data:
                     self.notifier.wake(reader.poll)
                     reader.poll = None
 
@@ -314,19 +424,20 @@ class Freshness:
         self.record_changed(container, record)
 
     def _everything_changed(self) -> None:
-        """inotify lost events: drop every attribute and page the kernel holds of us."""
-        self._told.clear()
+        """inotify lost events: everything may have changed."""
         self._snapshots.clear()
         self._listings.clear()
         for node in self._inodes.nodes():
-            invalidate_attributes(node.ino)
-            if len(node.parts) > self._view.depth:
-                self.notifier.drop_pages(node.ino)
-        for readers in self._readers.values():
-            for reader in readers:
-                if reader.poll is not None:
-                    self.notifier.wake(reader.poll)
-                    reader.poll = None
+            if len(node.parts) <= self._view.depth:
+                invalidate_attributes(node.ino)
+        for container in {
+            node.parts[:-1] for node in self._inodes.nodes() if len(node.parts) > self._view.depth
+        }:
+            try:
+                record: Lifecycle | None = self._read(container)[0]
+            except (OSError, LifecycleStoreError):
+                record = None
+            self.record_changed(container, record)
 
     # The watcher --------------------------------------------------------------------
 

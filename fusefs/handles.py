@@ -23,9 +23,11 @@ from fusefs.view import Parts
 class ReadHandle:
     """A container file open for reading: the value as rendered at open.
 
-    `latest` is a newer value noticed since (by inotify or a write through the mount),
-    served from the next read at offset 0 on, as sysfs attributes are re-read after a
-    seek to the start; `poll` is the `poll` waiter to wake when the value changes.
+    `latest` is a newer value, served from the next read at offset 0 on, as sysfs
+    attributes are re-read after a seek to the start: for a reader through the page
+    cache, the value of the kernel's last attribute reply (its size stands for it);
+    otherwise the last value noticed. `poll` is the `poll` waiter to wake when the
+    value changes.
     """
 
     node: Node
@@ -34,6 +36,9 @@ class ReadHandle:
     uid: int
     latest: bytes | None = None
     poll: pyfuse3.PollHandle | None = None
+    cached: bool = False
+    """Its reads go through the kernel's page cache (else: direct I/O)."""
+    opened_at: float = 0.0
 
     @property
     def pinned(self) -> int:

@@ -184,7 +184,7 @@ class Operations(pyfuse3.Operations):
             self.freshness.timeouts(container),
             writable=writable,
         )
-        self.freshness.told(ino, data)
+        attrs.st_mtime_ns = self.freshness.attributes_told(ino, data, attrs.st_mtime_ns)
         return attrs
 
     def _temp_attrs(self, ino: int, temp: TempFile) -> EntryAttributes:
@@ -282,8 +282,6 @@ class Operations(pyfuse3.Operations):
             )
             if not unchanged:
                 raise self._refused()
-        if fields.update_size and not self._is_directory(node.parts):
-            self.freshness.opened_for_writing(inode)  # the kernel cut its own copy
         return current
 
     def _set_temp_attrs(
@@ -479,8 +477,8 @@ class Operations(pyfuse3.Operations):
 
     # Files --------------------------------------------------------------------------
 
-    @handler
-    def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
+    @waiting_handler
+    async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
         """Open a container file; a reader gets a snapshot of the record rendered now.
 
         O_TRUNC is ignored: the record stays as it is until a value is written.
@@ -500,16 +498,17 @@ class Operations(pyfuse3.Operations):
             if not file.writable:
                 raise fail(errno.EACCES)
             fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
-            self.freshness.opened_for_writing(inode)
+            await self.freshness.opened_for_writing(inode)
             return FileInfo(fh=fh, direct_io=True)
         container = node.parts[:-1]
         record, _ = self.freshness.snapshot(container)
         self.corrupt.forget(self._store(container).record_path)
         handle = ReadHandle(node, file, file.render(record), ctx.uid)
         fh = self.handles.add_file(handle)
-        keep = self.freshness.opened_for_reading(handle)
-        # lifecycle.json may be large: each open reads its own snapshot, page by page.
-        return FileInfo(fh=fh, keep_cache=keep and file.writable, direct_io=not file.writable)
+        keep = self.freshness.opened_for_reading(handle, cacheable=file.writable)
+        if keep is None:  # lifecycle.json (it may span pages), or a file being written
+            return FileInfo(fh=fh, direct_io=True)
+        return FileInfo(fh=fh, keep_cache=keep)
 
     @handler
     def read(self, fh: int, off: int, size: int) -> bytes:
@@ -568,7 +567,9 @@ class Operations(pyfuse3.Operations):
         handle = self.handles.pop_file(fh)
         if isinstance(handle, ReadHandle):
             self.freshness.released(handle)
-        elif isinstance(handle, TempHandle):
+        elif isinstance(handle, WriteHandle):
+            self.freshness.writer_released(handle.node.ino)
+        else:
             self.temps.closed(handle.temp)
 
     @handler
@@ -583,8 +584,8 @@ class Operations(pyfuse3.Operations):
 
     # Temporary files: what editors and `sed -i` need ---------------------------------
 
-    @handler
-    def create(
+    @waiting_handler
+    async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: RequestContext
     ) -> tuple[FileInfo, EntryAttributes]:
         """A tool's temporary file in a container directory (in memory; see `tempfiles`).
@@ -604,7 +605,7 @@ class Operations(pyfuse3.Operations):
             self.temps.value_file_made_again(parent.parts, name, ctx.uid)
             node = self._remember(parts)
             fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
-            self.freshness.opened_for_writing(node.ino)
+            await self.freshness.opened_for_writing(node.ino)
             snapshot = self.freshness.snapshot(parent.parts)
             return FileInfo(fh=fh, direct_io=True), self._file_attrs(
                 node.ino, parent.parts, file, snapshot
