@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from store import Lifecycle, RecordCorruptError, Store, Timestamp
 from store.atomic import TEMP_NAME
 from tests.conftest import GOLDEN, LIFECYCLEFS, lifecyclefs
 from tests.processes import lock_held_elsewhere
+from tests.test_operator_files import INSTALLED, SCRIPTS, unit_settings
 
 RECORD = "lifecycle.json"
 UNSET_BYTES = b'{"started_at":"0001-01-01T00:00:00Z","create_error":false}'
@@ -316,3 +319,42 @@ def test_command_line_errors(arguments: list[str], status: int, message: str) ->
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
     assert result.stdout == ""
+
+
+def unit_command(settings: dict[str, str], data_root: Path) -> list[str]:
+    """The unit's ExecStart with nerdctl's data root moved and the installed command."""
+    line = settings["ExecStart"].replace("/var/lib/nerdctl", str(data_root))
+    return [word.replace(INSTALLED, LIFECYCLEFS) for word in shlex.split(line)]
+
+
+def test_systemd_unit_repairs_every_containerd_address_before_containerd(
+    tmp_path: Path,
+) -> None:
+    settings = unit_settings("lifecyclefs-check.service")
+    assert settings["Type"] == "oneshot"
+    assert "containerd.service" in settings["Before"].split()
+    assert settings["WantedBy"] == "containerd.service"
+    data_root = tmp_path / "var-lib-nerdctl"
+    condition = settings["ConditionPathExistsGlob"].replace("/var/lib/nerdctl", str(data_root))
+    data_root.mkdir()
+    assert glob.glob(condition) == [], "no state: the unit is skipped"
+    first = make_container(data_root / "1935db59" / "containers", "default/r1", b"")
+    second = make_container(data_root / "5f3e2a10" / "containers", "k8s.io/r2", b"\0" * 57)
+    (first / TEMP_NAME).write_bytes(b"")
+    fine = make_container(data_root / "5f3e2a10" / "containers", "k8s.io/r3", GOOD)
+    assert len(glob.glob(condition)) == 2
+    result = subprocess.run(
+        unit_command(settings, data_root), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("repaired") == 3
+    for state_dir in (first, second):
+        assert (state_dir / RECORD).read_bytes() == UNSET_BYTES
+        nerdctl_transform(state_dir)
+    assert not (first / TEMP_NAME).exists()
+    assert (fine / RECORD).read_bytes() == GOOD
+    again = subprocess.run(
+        unit_command(settings, data_root), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert again.stdout == ""
+    assert (SCRIPTS / "lifecyclefs-check.service").read_text().count(INSTALLED) == 1
