@@ -198,6 +198,14 @@ def _cmd_check(args: argparse.Namespace) -> None:
         raise SystemExit(status)
 
 
+def _cmd_ps(args: argparse.Namespace) -> None:
+    from fusefs import ps  # noqa: PLC0415 - only ps needs it
+
+    status = ps.main(args.source, args.depth, as_json=args.json, truncate=not args.no_trunc)
+    if status:
+        raise SystemExit(status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     parser = _Parser(prog=PROG, description="nerdctl's container lifecycle state, as files.")
@@ -351,6 +359,19 @@ def _add_tree_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     check.add_argument("sources", metavar="SOURCE", nargs="+")
     check.set_defaults(run=_cmd_check)
+
+    ps = commands.add_parser(
+        "ps",
+        parents=[tree],
+        help="list containers like nerdctl ps: started, Up 5 minutes",
+        description="One line per container: namespace (the levels above the container;"
+        " none at --depth 1), id, started (local time), status (Up <duration> or Created)"
+        " and create error.",
+    )
+    ps.add_argument("--json", action="store_true", help="one JSON object per line, exact values")
+    ps.add_argument("--no-trunc", action="store_true", help="do not cut ids to 12 characters")
+    ps.add_argument("source", metavar="SOURCE")
+    ps.set_defaults(run=_cmd_ps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
