@@ -206,6 +206,14 @@ def _cmd_ps(args: argparse.Namespace) -> None:
         raise SystemExit(status)
 
 
+def _cmd_watch(args: argparse.Namespace) -> None:
+    from fusefs import watch  # noqa: PLC0415 - only watch needs it
+
+    status = watch.main(args.source, args.depth, initial=args.initial)
+    if status:
+        raise SystemExit(status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     parser = _Parser(prog=PROG, description="nerdctl's container lifecycle state, as files.")
@@ -372,6 +380,19 @@ def _add_tree_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     ps.add_argument("--no-trunc", action="store_true", help="do not cut ids to 12 characters")
     ps.add_argument("source", metavar="SOURCE")
     ps.set_defaults(run=_cmd_ps)
+
+    watch = commands.add_parser(
+        "watch",
+        parents=[tree],
+        help="print a JSON line per change of any record",
+        description="Print one JSON line each time a record below SOURCE changes (its"
+        ' fields, or "removed": true), until interrupted.',
+    )
+    watch.add_argument(
+        "--initial", action="store_true", help="first print every record as it is now"
+    )
+    watch.add_argument("source", metavar="SOURCE")
+    watch.set_defaults(run=_cmd_watch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
