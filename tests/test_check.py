@@ -128,6 +128,31 @@ def test_repair_makes_nerdctls_transform_work_again(torn_tree: Path) -> None:
     assert again.stdout == ""
 
 
+def test_repair_keeps_a_copy_then_replaces_atomically_and_durably(tmp_path: Path) -> None:
+    state_dir = make_container(tmp_path / "containers", "c1", b"")
+    log = tmp_path / "strace.log"
+    calls = "fsync,fdatasync,link,linkat,rename,renameat,renameat2,unlink,unlinkat"
+    strace = ["strace", "-f", "-qq", "-y", "-e", f"trace={calls}", "-o", str(log)]
+    subprocess.run(
+        [*strace, LIFECYCLEFS, "check", "--repair", str(tmp_path / "containers")],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    (kept,) = asides(state_dir)
+    done = [
+        re.sub(r"^\d+ +|\d+(?=<)|\) += 0$", "", line).replace(str(state_dir), "D")
+        for line in log.read_text().splitlines()
+        if str(state_dir) in line
+    ]
+    assert done == [  # (descriptors shown by their paths)
+        f'linkat(<D>, "{RECORD}", <D>, "{kept.name}", 0',
+        f"fsync(<D/{TEMP_NAME}>",
+        f'renameat(<D>, "{TEMP_NAME}", <D>, "{RECORD}"',
+        "fsync(<D>",
+    ]
+
+
 def test_a_repaired_record_is_0600_and_keeps_its_owner(tmp_path: Path) -> None:
     state_dir = make_container(tmp_path / "containers", "c1", b"")
     os.chown(state_dir, 1234, 1234)

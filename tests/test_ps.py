@@ -12,6 +12,7 @@ import pytest
 from fusefs.ps import human_duration, status
 from store import Lifecycle, Store, Timestamp
 from tests.conftest import LIFECYCLEFS, lifecyclefs
+from tests.processes import lock_held_elsewhere
 
 SECOND = 1_000_000_000
 MINUTE = 60 * SECOND
@@ -201,6 +202,13 @@ def test_a_corrupt_record_is_shown_on_its_line(tree: Path) -> None:
     assert web["status"] == "Corrupt record"
     assert web["started_at"] is None
     assert web["error"].startswith("corrupt record ")
+
+
+def test_ps_never_waits_for_a_lock(tree: Path) -> None:
+    with lock_held_elsewhere(tree / "default" / "web"):
+        result = run_ps("--depth", "2", "--json", str(tree))
+    assert result.returncode == 0
+    assert json.loads(result.stdout.splitlines()[1])["create_error"] is True
 
 
 def test_an_empty_tree_prints_the_header(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from store import Store, Timestamp
 from store.atomic import TEMP_NAME
 from tests.conftest import LIFECYCLEFS
+from tests.processes import lock_held_elsewhere
 
 RECORD = "lifecycle.json"
 LINE_TIMEOUT = 10.0
@@ -198,6 +199,16 @@ def test_the_same_state_is_never_printed_twice_in_a_row(
     assert running.line() == state("default/c1", create_error=True)
     status, rest, _ = running.stop()
     assert (status, rest) == (0, b"")
+
+
+def test_a_change_shows_while_its_writer_still_holds_the_lock(
+    watch: Callable[..., Watch], source: Path
+) -> None:
+    running = started(watch, source)
+    c1 = source / "default" / "c1"
+    with lock_held_elsewhere(c1):  # as nerdctl holds it while it writes
+        nerdctl_write(c1, b'{"started_at":"2024-01-02T03:04:05Z","create_error":true}')
+        assert running.line() == state("default/c1", "2024-01-02T03:04:05Z", create_error=True)
 
 
 def test_a_corrupt_record_is_a_line_too(watch: Callable[..., Watch], source: Path) -> None:
