@@ -21,13 +21,13 @@ atomically and durably, by a record salvaging what is sound; a stale temp file g
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from fusefs.containers import is_io_error, printable, walk
+from fusefs.output import emit
 from fusefs.view import Parts, View
 from store import Lifecycle, LifecycleStoreError, Timestamp
 from store.atomic import TEMP_NAME, remove_file, replace_file
@@ -323,10 +323,11 @@ def main(sources: Sequence[str], depth: int, *, repair: bool, lock_timeout: floa
                     report = check_container(
                         view, container, repair=repair, lock_timeout=lock_timeout
                     )
-                    sys.stdout.writelines(report.lines)
+                    emit("".join(report.lines))
                     unresolved += report.unresolved
             except OSError as error:
                 raise CommandError(f"cannot list {view.source}: {error.strerror}") from error
+        emit("", flush=True)
         return EXIT_OK if unresolved == 0 else EXIT_FAILED
     finally:
         for view in views:

@@ -27,6 +27,7 @@ from fusefs.containers import (
     started_at_value,
     walk,
 )
+from fusefs.output import emit
 from fusefs.view import Parts, View
 from store import Lifecycle, LifecycleStoreError, Timestamp
 from store.values import FIELDS
@@ -217,10 +218,9 @@ def main(source: str, depth: int, *, as_json: bool, truncate: bool) -> int:
         view.close()
     now = Timestamp.now()
     if as_json:
-        sys.stdout.writelines(json_line(row, now) for row in rows)
+        emit("".join(json_line(row, now) for row in rows), flush=True)
     else:
-        sys.stdout.write(table(rows, now, depth=depth, truncate=truncate))
-    sys.stdout.flush()
+        emit(table(rows, now, depth=depth, truncate=truncate), flush=True)
     for row in rows:
         if row.error is not None:
             print(f"{PROG}: {printable(str(row.error))}", file=sys.stderr)

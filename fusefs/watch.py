@@ -23,13 +23,13 @@ import json
 import os
 import select
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
 from fusefs import inotify
 from fusefs.containers import read_snapshot, relative_path, started_at_value
+from fusefs.output import emit
 from fusefs.view import Parts, View, is_visible
 from store import LifecycleStoreError
 from store.record import RECORD_NAME
@@ -57,6 +57,10 @@ kernel tells no watch that SOURCE was removed (IN_DELETE_SELF waits for the clos
 
 class SourceGoneError(Exception):
     """SOURCE itself was removed or unmounted: there is nothing left to watch."""
+
+
+class ReaderGoneError(Exception):
+    """Nobody reads the lines any more (`lifecyclefs watch | head -1`)."""
 
 
 class Watcher:
@@ -216,15 +220,15 @@ def _stop_signals() -> Iterator[int]:
 
 
 def _write_line(line: str) -> None:
-    sys.stdout.write(line)
-    sys.stdout.flush()
+    if not emit(line, flush=True):
+        raise ReaderGoneError
 
 
 def watch(view: View, *, initial: bool, stop_fd: int) -> None:
     """Print every change below the view's SOURCE until `stop_fd` becomes readable.
 
     OSError when a watch cannot be added (ENOSPC: the inotify watch limit), SourceGoneError
-    when SOURCE is removed, BrokenPipeError when nobody reads the lines any more.
+    when SOURCE is removed, ReaderGoneError when nobody reads the lines any more.
     """
     with inotify.Inotify() as watches:
         watcher = Watcher(view, watches, _write_line)
@@ -253,8 +257,8 @@ def main(source: str, depth: int, *, initial: bool) -> int:
             raise CommandError(f"cannot open {source}: {error.strerror}") from error
         try:
             watch(view, initial=initial, stop_fd=stop_fd)
-        except BrokenPipeError:
-            _quiet_stdout()
+        except ReaderGoneError:
+            pass
         except SourceGoneError as error:
             raise CommandError(str(error)) from error
         except OSError as error:
@@ -267,10 +271,3 @@ def main(source: str, depth: int, *, initial: bool) -> int:
         finally:
             view.close()
     return EXIT_OK
-
-
-def _quiet_stdout() -> None:
-    """The reader went away: point stdout at /dev/null so that exiting says nothing."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, sys.stdout.fileno())
-    os.close(null)

@@ -153,6 +153,24 @@ def test_repair_keeps_a_copy_then_replaces_atomically_and_durably(tmp_path: Path
     ]
 
 
+def test_repair_goes_on_when_the_reader_leaves(torn_tree: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `lifecyclefs check --repair ... | head -0`
+    try:
+        result = subprocess.run(
+            [LIFECYCLEFS, "check", "--repair", "--depth", "2", str(torn_tree)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert lifecyclefs("check", "--depth", "2", str(torn_tree)).stdout == ""
+
+
 def test_a_repaired_record_is_0600_and_keeps_its_owner(tmp_path: Path) -> None:
     state_dir = make_container(tmp_path / "containers", "c1", b"")
     os.chown(state_dir, 1234, 1234)

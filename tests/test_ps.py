@@ -211,6 +211,23 @@ def test_ps_never_waits_for_a_lock(tree: Path) -> None:
     assert json.loads(result.stdout.splitlines()[1])["create_error"] is True
 
 
+def test_a_reader_that_leaves_early_is_not_an_error(tree: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `lifecyclefs ps | head -0`
+    try:
+        result = subprocess.run(
+            [LIFECYCLEFS, "ps", "--depth", "2", str(tree)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_an_empty_tree_prints_the_header(tmp_path: Path) -> None:
     assert (
         lifecyclefs("ps", str(tmp_path)).stdout

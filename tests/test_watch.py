@@ -88,7 +88,10 @@ def watch() -> Iterator[Callable[..., Watch]]:
         if running.process.poll() is None:
             os.kill(running.process.pid, signal.SIGCONT)  # in case a test left it stopped
             running.process.kill()
-        running.process.communicate(timeout=30)
+        running.process.wait(timeout=30)
+        for stream in (running.process.stdout, running.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def state(
@@ -265,6 +268,16 @@ def test_interrupted_it_exits_0_and_says_nothing(
 ) -> None:
     running = started(watch, source)
     assert running.stop(signum) == (0, b"", b"")
+
+
+def test_a_reader_that_leaves_ends_it_quietly(watch: Callable[..., Watch], source: Path) -> None:
+    running = started(watch, source)
+    assert running.process.stdout is not None
+    running.process.stdout.close()  # `lifecyclefs watch | head -1`
+    Store(source / "default" / "c1").update(create_error=True)
+    assert running.process.wait(timeout=30) == 0
+    assert running.process.stderr is not None
+    assert running.process.stderr.read() == b""
 
 
 def inotify_watches(pid: int) -> int:
