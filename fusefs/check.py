@@ -122,7 +122,8 @@ def write_back_problem(record: Lifecycle) -> str | None:
     """
     try:
         encode(record)
-        FIELDS["started_at"].parse(FIELDS["started_at"].render(record))
+        if record.started_at.offset:  # what the value files refuse of a time written back
+            FIELDS["started_at"].parse(FIELDS["started_at"].render(record))
     except (TypeError, ValueError) as error:
         return str(error)
     return None
