@@ -65,11 +65,17 @@ def examine(dir_fd: int, shown_path: str, *, locked: bool) -> list[Finding]:
     the lock is free: then it is taken on `dir_fd` and held until `dir_fd` is closed.
     """
     findings = []
-    if _has_temp(dir_fd) and (locked or try_lock(dir_fd)) and _has_temp(dir_fd):
-        findings.append(
-            Finding(f"stale {TEMP_NAME} (an interrupted write; no write in progress)", _drop_temp)
-        )
-    record = _examine_record(dir_fd, os.path.join(shown_path, RECORD_NAME))
+    try:
+        if _has_temp(dir_fd) and (locked or try_lock(dir_fd)) and _has_temp(dir_fd):
+            findings.append(
+                Finding(
+                    f"stale {TEMP_NAME} (an interrupted write; no write in progress)", _drop_temp
+                )
+            )
+        record = _examine_record(dir_fd, os.path.join(shown_path, RECORD_NAME))
+    except OSError as error:
+        findings.append(Finding(f"cannot examine the state directory: {error.strerror}", None))
+        return findings
     if record is not None:
         findings.append(record)
     return findings
@@ -320,14 +326,13 @@ def main(sources: Sequence[str], depth: int, *, repair: bool, lock_timeout: floa
         unresolved = 0
         for view in views:
             try:
-                for container in walk(view):
-                    report = check_container(
-                        view, container, repair=repair, lock_timeout=lock_timeout
-                    )
-                    emit("".join(report.lines))
-                    unresolved += report.unresolved
+                containers = list(walk(view))
             except OSError as error:
                 raise CommandError(f"cannot list {view.source}: {error.strerror}") from error
+            for container in containers:
+                report = check_container(view, container, repair=repair, lock_timeout=lock_timeout)
+                emit("".join(report.lines))
+                unresolved += report.unresolved
         emit("", flush=True)
         return EXIT_OK if unresolved == 0 else EXIT_FAILED
     finally:
