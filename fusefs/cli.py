@@ -162,6 +162,43 @@ def _cmd_oci_hook(args: argparse.Namespace) -> None:
         raise SystemExit(status)
 
 
+def _depth_argument(text: str) -> int:
+    """`--depth N`: a whole number, at least 1."""
+    try:
+        depth = int(text)
+    except ValueError:
+        depth = 0
+    if depth < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, not {text!r}")
+    return depth
+
+
+def _cmd_check(args: argparse.Namespace) -> None:
+    from fusefs import check  # noqa: PLC0415 - only check needs it
+
+    status = check.main(
+        args.sources, args.depth, repair=args.repair, lock_timeout=args.lock_timeout
+    )
+    if status:
+        raise SystemExit(status)
+
+
+def _cmd_ps(args: argparse.Namespace) -> None:
+    from fusefs import ps  # noqa: PLC0415 - only ps needs it
+
+    status = ps.main(args.source, args.depth, as_json=args.json, truncate=not args.no_trunc)
+    if status:
+        raise SystemExit(status)
+
+
+def _cmd_watch(args: argparse.Namespace) -> None:
+    from fusefs import watch  # noqa: PLC0415 - only watch needs it
+
+    status = watch.main(args.source, args.depth, initial=args.initial)
+    if status:
+        raise SystemExit(status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     parser = _Parser(prog=PROG, description="nerdctl's container lifecycle state, as files.")
@@ -283,7 +320,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hook.add_argument("stage", metavar="STAGE", help="createRuntime or poststop (any case)")
     hook.set_defaults(run=_cmd_oci_hook)
+    _add_tree_commands(commands)
     return parser
+
+
+def _add_tree_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """The subcommands that read a whole tree of state directories (check, ps, watch)."""
+    tree = _Parser(add_help=False)
+    tree.add_argument(
+        "--depth",
+        type=_depth_argument,
+        default=1,
+        metavar="N",
+        help="containers are the directories N levels below SOURCE"
+        " (2 for nerdctl's containers/<namespace>/<id>; default 1)",
+    )
+
+    check = commands.add_parser(
+        "check",
+        parents=[tree],
+        help="find (and --repair) records that stop nerdctl",
+        description="Print one line per problem: a record nerdctl cannot read (empty, torn,"
+        " invalid) or Store refuses (too large), one it cannot write back, a stale"
+        " .temp.lifecycle.json. Exit 0 when all is well. --repair fixes each under the"
+        " directory's lock, keeping a bad record as lifecycle.json.corrupt-<UTC time>.",
+    )
+    check.add_argument("--repair", action="store_true", help="repair what is found")
+    check.add_argument(
+        "--lock-timeout",
+        type=_timeout_argument,
+        default=10.0,
+        metavar="SECONDS",
+        help="--repair leaves a container alone when its lock stays taken this long"
+        " (default 10; 0 waits for ever)",
+    )
+    check.add_argument("sources", metavar="SOURCE", nargs="+")
+    check.set_defaults(run=_cmd_check)
+
+    ps = commands.add_parser(
+        "ps",
+        parents=[tree],
+        help="list containers like nerdctl ps: started, Up 5 minutes",
+        description="One line per container: namespace (the levels above the container;"
+        " none at --depth 1), id, started (local time), status (Up <duration> or Created)"
+        " and create error.",
+    )
+    ps.add_argument("--json", action="store_true", help="one JSON object per line, exact values")
+    ps.add_argument("--no-trunc", action="store_true", help="do not cut ids to 12 characters")
+    ps.add_argument("source", metavar="SOURCE")
+    ps.set_defaults(run=_cmd_ps)
+
+    watch = commands.add_parser(
+        "watch",
+        parents=[tree],
+        help="print a JSON line per change of any record",
+        description="Print one JSON line each time a record below SOURCE changes (its"
+        ' fields, or "removed": true), until interrupted.',
+    )
+    watch.add_argument(
+        "--initial", action="store_true", help="first print every record as it is now"
+    )
+    watch.add_argument("source", metavar="SOURCE")
+    watch.set_defaults(run=_cmd_watch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,9 +60,9 @@ def test_hooks_d_files_match_nerdctl_containers_only(stage: str) -> None:
     assert not re.search(value, "relative/dir")
 
 
-def unit_settings() -> dict[str, str]:
+def unit_settings(unit: str = "lifecyclefs-mount.service") -> dict[str, str]:
     settings: dict[str, str] = {}
-    for line in (SCRIPTS / "lifecyclefs-mount.service").read_text().splitlines():
+    for line in (SCRIPTS / unit).read_text().splitlines():
         name, equals, value = line.partition("=")
         if equals and not line.startswith("#"):
             if name == "Environment":
