@@ -9,6 +9,7 @@ replaces the record by an atomic rename.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 from fusefs.view import Parts, View
@@ -26,10 +27,10 @@ def walk(view: View, under: Parts = ()) -> Iterator[Parts]:
         yield under
         return
     try:
-        entries = view.list_dir(under)
+        entries = view.list_names(under, limit=sys.maxsize)
     except (FileNotFoundError, NotADirectoryError):
         return
-    for name, _ in entries:
+    for name in entries:
         yield from walk(view, (*under, name))
 
 

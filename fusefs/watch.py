@@ -23,6 +23,7 @@ import json
 import os
 import select
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -139,10 +140,10 @@ class Watcher:
             self._refresh(parts, report=report)
             return
         try:
-            children = self._view.list_dir(parts)
+            children = self._view.list_names(parts, limit=sys.maxsize)
         except (FileNotFoundError, NotADirectoryError):
             return
-        for name, _ in children:
+        for name in children:
             self._add_tree((*parts, name), report=report, seen=seen)
 
     def source_removed(self) -> None:
