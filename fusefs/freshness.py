@@ -91,6 +91,7 @@ file's noise to every nerdctl write.)"""
 _GONE_SELF: Final = inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_UNMOUNT
 _ENTRY_GONE: Final = inotify.IN_DELETE | inotify.IN_MOVED_FROM
 _ENTRY_CHANGED: Final = _ENTRY_GONE | inotify.IN_CREATE | inotify.IN_MOVED_TO
+_BATCH_SECONDS: Final = 0.005
 _WRITER_WAITS_SECONDS: Final = 0.1
 """How long a writer waits for readers that opened from the page cache just before it."""
 _POLL_READY: Final = select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
@@ -346,12 +347,15 @@ class Freshness:
         copy = self._copy(ino)
         copy.writers += 1
         copy.value, copy.attrs_valid = None, False
-        with trio.move_on_after(_WRITER_WAITS_SECONDS):
-            while any(
-                trio.current_time() - reader.opened_at < _WRITER_WAITS_SECONDS
-                for reader in copy.cached_readers
-            ):
-                await copy.reader_gone.wait()
+
+        def just_opened() -> bool:
+            now = trio.current_time()
+            return any(now - r.opened_at < _WRITER_WAITS_SECONDS for r in copy.cached_readers)
+
+        if just_opened():
+            with trio.move_on_after(_WRITER_WAITS_SECONDS):
+                while just_opened():
+                    await copy.reader_gone.wait()
 
     def writer_released(self, ino: int) -> None:
         """A writer of file `ino` closed it."""
@@ -381,12 +385,16 @@ class Freshness:
 
     # Changes ------------------------------------------------------------------------
 
-    def record_changed(self, container: Parts, record: Lifecycle | None) -> None:
+    def record_changed(
+        self, container: Parts, record: Lifecycle | None, *, written: int | None = None
+    ) -> None:
         """`container`'s record changed (None: it is unreadable now); tell the kernel.
 
         The attributes of its directory and files are invalidated (see the rules
         above), readers without the page cache get the new value from their next read
-        at offset 0, and `poll` waiters on values that changed are woken.
+        at offset 0, and `poll` waiters on values that changed are woken. `written` is
+        the file just written through the mount: the kernel dropped its size and times
+        itself, and keeps its mode, so that the writer's next open needs no request.
         """
         self._snapshots.pop(container, None)
         directory = self._inodes.find(container)
@@ -394,13 +402,13 @@ class Freshness:
             invalidate_attributes(directory.ino)
         for name, file in FILES.items():
             node = self._inodes.find((*container, name))
-            if node is None:
-                continue
-            copy = self._copies.get(node.ino)
-            if copy is None:
-                invalidate_attributes(node.ino)  # told by a readdir or lookup we forgot
-                continue
-            self._invalidate(node.ino, copy)
+            copy = None if node is None else self._copies.get(node.ino)
+            if node is None or copy is None:
+                continue  # the kernel holds no attributes of it
+            if node.ino == written:
+                copy.attrs_valid = False
+            else:
+                self._invalidate(node.ino, copy)
             value = None if record is None else file.render(record)
             for reader in copy.direct_readers:
                 if value is not None and value != reader.data:
@@ -442,10 +450,16 @@ class Freshness:
     # The watcher --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read inotify events for as long as the mount lives, and tell the kernel."""
+        """Read inotify events for as long as the mount lives, and tell the kernel.
+
+        Events are taken in batches a few milliseconds apart (a write brings several),
+        well within the 100 ms in which `stat` must see a change; an open reads them
+        at once anyway.
+        """
         while True:
             await trio.lowlevel.wait_readable(self._inotify.fileno())
-            self.handle(self._inotify.read())
+            await trio.sleep(_BATCH_SECONDS)
+            self.drain()
 
     def handle(self, events: Iterable[inotify.Event]) -> None:
         """Turn one batch of inotify events into invalidations, each done once."""

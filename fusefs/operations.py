@@ -538,11 +538,21 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EBADF)
         if off != 0:
             raise fail(errno.ESPIPE)
-        await self._commit(handle.node.parts[:-1], handle.file, buf, handle.uid)
+        await self._commit(handle.node.parts[:-1], handle.file, buf, handle.uid, handle.node.ino)
         return len(buf)
 
-    async def _commit(self, container: Parts, file: ContainerFile, data: bytes, uid: int) -> None:
-        """Commit `data` as `file`'s new value: EFBIG, EINVAL, ESTALE, EBUSY or the store's."""
+    async def _commit(
+        self,
+        container: Parts,
+        file: ContainerFile,
+        data: bytes,
+        uid: int,
+        written: int | None = None,
+    ) -> None:
+        """Commit `data` as `file`'s new value: EFBIG, EINVAL, ESTALE, EBUSY or the store's.
+
+        `written` is the inode written through, if the value came by a write.
+        """
         if len(data) > MAX_VALUE_BYTES:
             raise fail(errno.EFBIG)
         assert file.parse is not None, "only value files take values"
@@ -559,7 +569,7 @@ class Operations(pyfuse3.Operations):
         self._source_in_place()
         with self.budgets.waiting(uid) as threads:
             record = await self._store(container).atransform(update, limiter=threads)
-        self.freshness.record_changed(container, record)
+        self.freshness.record_changed(container, record, written=written)
 
     @handler
     def release(self, fh: int) -> None:
