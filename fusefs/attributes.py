@@ -13,12 +13,28 @@ import ctypes
 import os
 import stat
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from pyfuse3 import EntryAttributes
 
 _BLOCK: Final = 512
 _WRITE_BITS: Final = 0o222
+
+
+class FileMeta(NamedTuple):
+    """What a file's attributes take from its record's stat (kept for many records: small)."""
+
+    mode: int
+    uid: int
+    gid: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileMeta:
+        """The part of `st` a file's attributes show."""
+        return cls(st.st_mode, st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +69,7 @@ def directory(
 def value_file(
     ino: int,
     size: int,
-    record_stat: os.stat_result | None,
+    record: FileMeta | None,
     dir_stat: os.stat_result | None,
     timeouts: Timeouts,
     *,
@@ -61,20 +77,29 @@ def value_file(
 ) -> EntryAttributes:
     """Attributes of one of a container's files, `size` bytes long.
 
-    With a record, its owner, mode and times; without one (`record_stat` None), those
-    of the 0600 record the first write will create, owned by the directory's owner.
+    With a record, its owner, mode and times; without one (`record` None), those of
+    the 0600 record the first write will create, owned by the directory's owner.
     Write bits only where `writable`.
     """
-    source = record_stat if record_stat is not None else dir_stat
-    assert source is not None, "a container's file needs its record's or directory's stat"
-    mode = stat.S_IMODE(source.st_mode) if record_stat is not None else 0o600
+    if record is None:
+        assert dir_stat is not None, "a container's file needs its record's or directory's stat"
+        record = FileMeta.of(dir_stat)._replace(mode=0o600)
+    mode = stat.S_IMODE(record.mode)
     if not writable:
         mode &= ~_WRITE_BITS
-    attrs = directory(ino, source, timeouts, read_only=False)
+    attrs = EntryAttributes()
+    attrs.st_ino = ino
     attrs.st_mode = stat.S_IFREG | mode
     attrs.st_nlink = 1
+    attrs.st_uid = record.uid
+    attrs.st_gid = record.gid
     attrs.st_size = size
     attrs.st_blocks = (size + _BLOCK - 1) // _BLOCK
+    attrs.st_atime_ns = record.atime_ns
+    attrs.st_mtime_ns = record.mtime_ns
+    attrs.st_ctime_ns = record.ctime_ns
+    attrs.entry_timeout = timeouts.entry
+    attrs.attr_timeout = timeouts.attr
     return attrs
 
 

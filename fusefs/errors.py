@@ -57,6 +57,9 @@ class CorruptRecords:
             self._reported.popitem(last=False)
         log.error("%s", message[:512])
 
+    def __bool__(self) -> bool:
+        return bool(self._reported)
+
     def forget(self, path: str) -> None:
         """The record at `path` read well: log it again if it breaks again."""
         if self._reported:

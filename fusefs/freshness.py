@@ -36,14 +36,14 @@ import logging
 import os
 import select
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import pyfuse3
 import trio
 
 from fusefs import inotify
-from fusefs.attributes import Timeouts
+from fusefs.attributes import FileMeta, Timeouts
 from fusefs.files import FILES
 from fusefs.handles import ReadHandle
 from fusefs.inodes import InodeTable, Node
@@ -65,8 +65,8 @@ _CACHED_RECORDS: Final = 100_000
 _LISTED_NAMES: Final = 200_000
 """Names of listings kept, over all directories."""
 
-Snapshot = tuple[Lifecycle, os.stat_result | None]
-"""A record and its file's stat (None when there is no record)."""
+Snapshot = tuple[Lifecycle, FileMeta | None]
+"""A record and what attributes show of its file (None when there is no record)."""
 _SELF_EVENTS: Final = (
     inotify.IN_ATTRIB | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_ONLYDIR
 )
@@ -109,7 +109,11 @@ def invalidate_attributes(ino: int) -> None:
 
 @dataclass(slots=True, eq=False)
 class _KernelCopy:
-    """What the kernel holds of one of our files, and who has it open."""
+    """What the kernel holds of one of our files, and who has it open.
+
+    One exists per file inode the kernel holds (10,000s of them): what is rarely
+    needed (reader sets, the event a writer waits on) is made only when needed.
+    """
 
     value: bytes | None = None
     """The value its size (and cached pages, if any) stand for; None: unknown."""
@@ -118,9 +122,9 @@ class _KernelCopy:
     attrs_valid: bool = False
     """It holds attributes it was not told to drop (so it sends no attribute request)."""
     writers: int = 0
-    cached_readers: set[ReadHandle] = field(default_factory=set)
-    direct_readers: set[ReadHandle] = field(default_factory=set)
-    reader_gone: trio.Event = field(default_factory=trio.Event)
+    cached_readers: set[ReadHandle] | None = None
+    direct_readers: set[ReadHandle] | None = None
+    reader_gone: trio.Event | None = None
 
     @property
     def idle(self) -> bool:
@@ -132,6 +136,10 @@ class _KernelCopy:
             or self.cached_readers
             or self.direct_readers
         )
+
+    def readers(self) -> tuple[ReadHandle, ...]:
+        """Every reader of the file."""
+        return (*(self.cached_readers or ()), *(self.direct_readers or ()))
 
 
 class Freshness:
@@ -224,10 +232,9 @@ class Freshness:
         return self._read(container)
 
     def _read(self, container: Parts) -> Snapshot:
-        snapshot = self._view.read_record(container)
-        if container in self._watched and (
-            snapshot[1] is None or snapshot[1].st_size <= _CACHED_RECORD_BYTES
-        ):
+        record, st = self._view.read_record(container)
+        snapshot = (record, None if st is None else FileMeta.of(st))
+        if container in self._watched and (st is None or st.st_size <= _CACHED_RECORD_BYTES):
             if len(self._snapshots) >= _CACHED_RECORDS:
                 self._snapshots.clear()
             self._snapshots[container] = snapshot
@@ -289,7 +296,7 @@ class Freshness:
         if copy.value is not None and copy.value != value and copy.mtime_ns is not None:
             mtime_ns = max(mtime_ns, copy.mtime_ns + 1)
         copy.value, copy.mtime_ns, copy.attrs_valid = value, mtime_ns, True
-        for reader in copy.cached_readers:
+        for reader in copy.cached_readers or ():
             reader.latest = value
         return mtime_ns
 
@@ -313,9 +320,13 @@ class Freshness:
         handle.opened_at = trio.current_time()
         copy = self._copy(handle.node.ino)
         if not (cacheable and copy.writers == 0 and self.kept_fresh(handle.node.parts[:-1])):
+            if copy.direct_readers is None:
+                copy.direct_readers = set()
             copy.direct_readers.add(handle)
             return None
         handle.cached = True
+        if copy.cached_readers is None:
+            copy.cached_readers = set()
         copy.cached_readers.add(handle)
         if copy.value == handle.data:
             return True
@@ -329,12 +340,17 @@ class Freshness:
         copy = self._copies.get(ino)
         if copy is None:
             return
-        if handle.cached:
+        if handle.cached and copy.cached_readers is not None:
             copy.cached_readers.discard(handle)
-            copy.reader_gone.set()
-            copy.reader_gone = trio.Event()
-        else:
+            if copy.reader_gone is not None:
+                copy.reader_gone.set()
+                copy.reader_gone = None
+            if not copy.cached_readers:
+                copy.cached_readers = None
+        elif copy.direct_readers is not None:
             copy.direct_readers.discard(handle)
+            if not copy.direct_readers:
+                copy.direct_readers = None
         self._tidy(ino, copy)
 
     async def opened_for_writing(self, ino: int) -> None:
@@ -350,11 +366,16 @@ class Freshness:
 
         def just_opened() -> bool:
             now = trio.current_time()
-            return any(now - r.opened_at < _WRITER_WAITS_SECONDS for r in copy.cached_readers)
+            return any(
+                now - reader.opened_at < _WRITER_WAITS_SECONDS
+                for reader in copy.cached_readers or ()
+            )
 
         if just_opened():
             with trio.move_on_after(_WRITER_WAITS_SECONDS):
                 while just_opened():
+                    if copy.reader_gone is None:
+                        copy.reader_gone = trio.Event()
                     await copy.reader_gone.wait()
 
     def writer_released(self, ino: int) -> None:
@@ -410,10 +431,10 @@ class Freshness:
             else:
                 self._invalidate(node.ino, copy)
             value = None if record is None else file.render(record)
-            for reader in copy.direct_readers:
+            for reader in copy.direct_readers or ():
                 if value is not None and value != reader.data:
                     reader.latest = value
-            for reader in (*copy.cached_readers, *copy.direct_readers):
+            for reader in copy.readers():
                 if reader.poll is not None and value != reader.data:
                     self.notifier.wake(reader.poll)
                     reader.poll = None

@@ -29,18 +29,20 @@ from fusefs import acl, attributes
 from fusefs.budgets import MAX_PINNED_BYTES, Budgets
 from fusefs.errors import CorruptRecords, fail, handler, shown, waiting_handler
 from fusefs.files import FILES, ContainerFile
-from fusefs.freshness import UNWATCHED, Freshness, invalidate_attributes
+from fusefs.freshness import UNWATCHED, Freshness, Snapshot, invalidate_attributes
 from fusefs.handles import DirHandle, HandleTable, ReadHandle, TempHandle, WriteHandle
 from fusefs.identity import caller_groups
 from fusefs.inodes import InodeTable, Node
 from fusefs.tempfiles import TempFile, TempFiles
 from fusefs.view import Parts, View, is_visible
-from store import Lifecycle, Store
+from store import Store
+from store.record import RECORD_NAME
 from store.values import MAX_VALUE_BYTES, decode_value
 
 log = logging.getLogger("lifecyclefs")
 
 _STORES_KEPT: Final = 4096
+RECORD: Final = RECORD_NAME.encode()
 _LISTING_ENTRY_BYTES: Final = 256
 """What one entry of an open listing costs, counted against its user's budget."""
 _EXPIRY_SECONDS: Final = 5.0
@@ -170,16 +172,16 @@ class Operations(pyfuse3.Operations):
         ino: int,
         container: Parts,
         file: ContainerFile,
-        snapshot: tuple[Lifecycle, os.stat_result | None],
+        snapshot: Snapshot,
     ) -> EntryAttributes:
-        record, record_stat = snapshot
+        record, meta = snapshot
         data = file.render(record)
-        dir_stat = self.view.stat_dir(container) if record_stat is None else None
+        dir_stat = self.view.stat_dir(container) if meta is None else None
         writable = file.writable and not self.options.read_only
         attrs = attributes.value_file(
             ino,
             len(data),
-            record_stat,
+            meta,
             dir_stat,
             self.freshness.timeouts(container),
             writable=writable,
@@ -502,7 +504,8 @@ class Operations(pyfuse3.Operations):
             return FileInfo(fh=fh, direct_io=True)
         container = node.parts[:-1]
         record, _ = self.freshness.snapshot(container)
-        self.corrupt.forget(self._store(container).record_path)
+        if self.corrupt:
+            self.corrupt.forget(self.view.display_path((*container, RECORD)))
         handle = ReadHandle(node, file, file.render(record), ctx.uid)
         fh = self.handles.add_file(handle)
         keep = self.freshness.opened_for_reading(handle, cacheable=file.writable)
