@@ -59,10 +59,10 @@ WATCHED: Final = Timeouts(entry=3600.0, attr=3600.0)
 UNWATCHED: Final = Timeouts(entry=1.0, attr=1.0)
 """How long it may keep the rest."""
 _RECORD: Final = RECORD_NAME.encode()
-_CACHED_RECORD_BYTES: Final = 4096
+_CACHED_RECORD_BYTES: Final = 1024
 """Records larger than this are read at every open rather than kept."""
-_CACHED_RECORDS: Final = 100_000
-_LISTED_NAMES: Final = 200_000
+_CACHED_RECORDS: Final = 20_000
+_LISTED_NAMES: Final = 100_000
 """Names of listings kept, over all directories."""
 
 Snapshot = tuple[Lifecycle, FileMeta | None]
