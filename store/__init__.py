@@ -11,6 +11,7 @@ pyfuse3.
 
 from store.codec import Lifecycle
 from store.errors import LifecycleStoreError, LockTimeoutError, RecordCorruptError
+from store.rawjson import RawJSON
 from store.record import RECORD_NAME, Store
 from store.timestamp import Timestamp
 
@@ -19,6 +20,7 @@ __all__ = [
     "Lifecycle",
     "LifecycleStoreError",
     "LockTimeoutError",
+    "RawJSON",
     "RecordCorruptError",
     "Store",
     "Timestamp",
