@@ -10,7 +10,6 @@ waits for its data to reach the disk).
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat as stat_module
 import time
@@ -52,8 +51,6 @@ DirOpener: TypeAlias = "Callable[[], int]"
 _open = os.open
 _close = os.close
 _read = os.read
-_flock = fcntl.flock
-_LOCK_EX: Final = fcntl.LOCK_EX
 _trio: ModuleType | None = None
 
 
@@ -273,7 +270,7 @@ class Store:
         dir_fd = self._open()
         try:
             if self._lock_timeout is None:
-                _flock(dir_fd, _LOCK_EX)  # locking.lock(dir_fd), one call fewer
+                locking.lock(dir_fd)
             else:
                 locking.lock_within(dir_fd, self._lock_timeout)
         except BaseException as error:
