@@ -6,7 +6,7 @@
 
 Same files, same lock and same bytes as nerdctl v2.0.3's `pkg/ocihook/state`, so both
 can work on one state directory at once. Importing this package needs neither trio nor
-pyfuse3, and costs about a millisecond: `json`, `re`, `datetime`, `ctypes` and trio are
+pyfuse3, and takes under two milliseconds: `json`, `re`, `datetime`, `ctypes` and trio are
 imported only by what needs them, when it runs.
 """
 
