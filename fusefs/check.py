@@ -30,9 +30,9 @@ from fusefs.containers import is_io_error, printable, walk
 from fusefs.output import emit
 from fusefs.view import Parts, View
 from store import Lifecycle, LifecycleStoreError, Timestamp
-from store.atomic import TEMP_NAME, remove_file, replace_file
+from store.atomic import TEMP_NAME, remove_file, replace_file, sync_directory
 from store.codec import decode, encode
-from store.locking import lock, try_lock
+from store.locking import lock, lock_within, try_lock
 from store.record import RECORD_NAME, RECORD_READ_FLAGS, read_record
 from store.values import FIELDS
 
@@ -196,6 +196,7 @@ def _replacement(record: Lifecycle, stat: os.stat_result | None) -> Fix:
         except BaseException:
             os.unlink(aside, dir_fd=dir_fd)  # the record is still in place: drop the copy
             raise
+        sync_directory(dir_fd)
         return f"kept as {aside}, now {data.decode()}"
 
     return replace
@@ -219,7 +220,8 @@ def _keep_aside(dir_fd: int) -> str:
 
 
 def _drop_temp(dir_fd: int) -> str:
-    remove_file(dir_fd, TEMP_NAME, durable=True)
+    if remove_file(dir_fd, TEMP_NAME):
+        sync_directory(dir_fd)
     return "removed"
 
 
@@ -271,7 +273,10 @@ def _repair(
         return _unrepaired(shown, seen, f"cannot open the state directory: {error.strerror}")
     try:
         try:
-            lock(dir_fd, timeout=lock_timeout)
+            if lock_timeout is None:
+                lock(dir_fd)
+            else:
+                lock_within(dir_fd, lock_timeout)
         except TimeoutError:
             return _unrepaired(shown, seen, f"its lock was held for {lock_timeout} s")
         except OSError as error:

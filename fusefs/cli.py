@@ -2,21 +2,31 @@
 
 Exit codes: 0 done, 1 the operation failed, 2 the command line was wrong. Each
 subcommand imports what it needs when it runs, so that `get`, `set` and `oci-hook`
-never pay for importing trio or pyfuse3.
+never pay for importing trio or pyfuse3; their plain command lines are read by
+`fusefs.quickargs`, without even importing argparse, and anything else by the argparse
+parser of `build_parser`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
 
+from fusefs import quickargs
+from fusefs.messages import one_line
 from store import Lifecycle, LifecycleStoreError, Store, Timestamp
 from store.codec import encode
-from store.locking import timeout_from_seconds
-from store.values import FIELDS, Update
+from store.values import FIELDS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from types import SimpleNamespace
+    from typing import NoReturn, TypeAlias
+
+    from store.values import Update
+
+    Arguments: TypeAlias = "argparse.Namespace | SimpleNamespace"
 
 PROG = "lifecyclefs"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -30,9 +40,14 @@ class UsageError(Exception):
     """A command line that does not make sense: one line on stderr and exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: usage error: {message}\n")
+def _parser_class() -> type[argparse.ArgumentParser]:
+    import argparse  # noqa: PLC0415 - plain command lines never need it (see quickargs)
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            self.exit(EXIT_USAGE, f"{self.prog}: usage error: {one_line(message)}\n")
+
+    return Parser
 
 
 def _cmd_mount(args: argparse.Namespace) -> None:
@@ -60,6 +75,8 @@ def as_mount_helper_call(parser: argparse.ArgumentParser, argv: list[str]) -> li
     fuse3's mount helper (`mount -t fuse.lifecyclefs`, fstab) runs
     `lifecyclefs SOURCE MOUNTPOINT -o OPTIONS`: two operands and no subcommand.
     """
+    import argparse  # noqa: PLC0415 - the parser's module: already imported
+
     commands = next(  # argparse has no public way to list the subcommands
         action.choices
         for action in parser._actions
@@ -86,15 +103,17 @@ def _cmd_umount(args: argparse.Namespace) -> None:
 
 def _timeout_argument(text: str) -> float | None:
     """`--lock-timeout SECONDS`: a finite number of seconds, 0 for ever."""
+    import argparse  # noqa: PLC0415 - argparse is calling us: already imported
+
     try:
-        return timeout_from_seconds(float(text))
+        return quickargs.timeout_value(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a finite number of seconds (0: for ever), not {text!r}"
         ) from None
 
 
-def _cmd_get(args: argparse.Namespace) -> None:
+def _cmd_get(args: Arguments) -> None:
     record = Store(args.state_dir).snapshot()
     if args.field:
         sys.stdout.write(FIELDS[args.field].render(record))
@@ -118,7 +137,7 @@ def _parse_assignments(assignments: Sequence[str]) -> list[Update]:
     return updates
 
 
-def _cmd_set(args: argparse.Namespace) -> None:
+def _cmd_set(args: Arguments) -> None:
     updates = _parse_assignments(args.assignments)
 
     def apply(record: Lifecycle) -> None:
@@ -134,15 +153,17 @@ def docker_state(record: Lifecycle) -> dict[str, dict[str, str]]:
     nerdctl shows the time in UTC, and leaves StartedAt empty for the zero time.
     """
     started = record.started_at
-    shown = "" if started.is_unset else Timestamp(started.unix_ns).format()
+    shown = "" if started.is_unset else Timestamp(started.unix_ns).format_go()
     return {"State": {"StartedAt": shown}}
 
 
-def _cmd_show(args: argparse.Namespace) -> None:
+def _cmd_show(args: Arguments) -> None:
     record = Store(args.state_dir).snapshot()
     if args.json:
         sys.stdout.write(encode(record).decode() + "\n")
     elif args.docker:
+        import json  # noqa: PLC0415 - only --docker needs it
+
         sys.stdout.write(json.dumps(docker_state(record), indent=4) + "\n")
     else:
         for name, field in FIELDS.items():
@@ -150,11 +171,11 @@ def _cmd_show(args: argparse.Namespace) -> None:
             sys.stdout.write(f"{name + ':':<14}{value}\n")
 
 
-def _cmd_delete(args: argparse.Namespace) -> None:
+def _cmd_delete(args: Arguments) -> None:
     Store(args.state_dir, lock_timeout=args.lock_timeout).delete()
 
 
-def _cmd_oci_hook(args: argparse.Namespace) -> None:
+def _cmd_oci_hook(args: Arguments) -> None:
     from fusefs import ocihook  # noqa: PLC0415 - only hooks need it
 
     status = ocihook.main(args.stage, args.state_dir, args.strict, args.lock_timeout)
@@ -164,6 +185,8 @@ def _cmd_oci_hook(args: argparse.Namespace) -> None:
 
 def _depth_argument(text: str) -> int:
     """`--depth N`: a whole number, at least 1."""
+    import argparse  # noqa: PLC0415 - argparse is calling us: already imported
+
     try:
         depth = int(text)
     except ValueError:
@@ -201,8 +224,9 @@ def _cmd_watch(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
-    parser = _Parser(prog=PROG, description="nerdctl's container lifecycle state, as files.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser_class = _parser_class()
+    parser = parser_class(prog=PROG, description="nerdctl's container lifecycle state, as files.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
 
     mount = commands.add_parser(
         "mount",
@@ -250,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     umount.add_argument("mountpoint", metavar="MOUNTPOINT")
     umount.set_defaults(run=_cmd_umount)
 
-    lock_timeout = _Parser(add_help=False)
+    lock_timeout = parser_class(add_help=False)
     lock_timeout.add_argument(
         "--lock-timeout",
         type=_timeout_argument,
@@ -314,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument(
         "--lock-timeout",
         type=_timeout_argument,
-        default=10.0,
+        default=quickargs.HOOK_LOCK_TIMEOUT,
         metavar="SECONDS",
         help="give up when the lock stays taken this long (default 10; 0 waits for ever)",
     )
@@ -324,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tree_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+def _add_tree_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     """The subcommands that read a whole tree of state directories (check, ps, watch)."""
-    tree = _Parser(add_help=False)
+    tree = _parser_class()(add_help=False)
     tree.add_argument(
         "--depth",
         type=_depth_argument,
@@ -384,20 +410,67 @@ def _add_tree_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     watch.set_defaults(run=_cmd_watch)
 
 
+_QUICK_COMMANDS: dict[str, Callable[[Arguments], None]] = {
+    "get": _cmd_get,
+    "set": _cmd_set,
+    "show": _cmd_show,
+    "delete": _cmd_delete,
+    "oci-hook": _cmd_oci_hook,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `lifecyclefs` with `argv` (default: the process's); return the exit status."""
-    parser = build_parser()
+    """Run `lifecyclefs` with `argv` (default: the process's); return the exit status.
+
+    Never raises: every failure is one line on stderr and a status (1, or 2 for a
+    command line that makes no sense).
+    """
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(as_mount_helper_call(parser, arguments))
-    run: Callable[[argparse.Namespace], None] = args.run
+    command = arguments[0] if arguments else ""
     try:
+        values = quickargs.parse(arguments)
+        if values is None:
+            parser = build_parser()
+            args: Arguments = parser.parse_args(as_mount_helper_call(parser, arguments))
+            run: Callable[[Arguments], None] = args.run
+        else:
+            from types import SimpleNamespace  # noqa: PLC0415 - cheap, and rarely needed
+
+            args = SimpleNamespace(**values)
+            run = _QUICK_COMMANDS[command]
+        command = args.command
         run(args)
+        _flush_stdout()
+    except SystemExit as exit_:  # argparse's --help and usage errors, the hook's status
+        return exit_.code if isinstance(exit_.code, int) else EXIT_FAILED
     except UsageError as error:
-        print(f"{PROG} {args.command}: usage error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, f"{PROG} {command}: usage error: {error}")
     except (CommandError, LifecycleStoreError) as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(EXIT_FAILED, f"{PROG}: {error}")
     except KeyboardInterrupt:
         return 130
+    except OSError as error:  # stdout or stderr gone
+        return _fail(EXIT_FAILED, f"{PROG}: {error.strerror or error}")
+    except Exception as error:  # a bug: still one line, never a traceback
+        return _fail(EXIT_FAILED, f"{PROG}: internal error: {type(error).__name__}: {error}")
     return EXIT_OK
+
+
+def _fail(status: int, message: str) -> int:
+    try:  # noqa: SIM105 - contextlib would cost an import
+        print(one_line(message), file=sys.stderr)
+    except (OSError, AttributeError):  # no stderr to tell
+        pass
+    return status
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError:
+        # Nothing more can be written there; stop the interpreter's own flush at exit
+        # from failing again.
+        import os  # noqa: PLC0415
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
-from typing import BinaryIO, Final
 
+from fusefs.messages import one_line
 from store import Lifecycle, LifecycleStoreError, Store, Timestamp
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO, Final
 
 STATE_DIR_ANNOTATION: Final = "nerdctl/state-dir"
 STAGES: Final = {"createruntime": "createRuntime", "poststop": "poststop"}
@@ -31,12 +34,24 @@ class HookInputError(Exception):
     """The hook was given something it cannot act on (stage, state JSON, state dir)."""
 
 
-@dataclass(frozen=True, slots=True)
 class HookRequest:
-    """What one hook run was asked to do."""
+    """What one hook run was asked to do: `stage` (OCI spelling) on `state_dir`."""
 
-    stage: str
-    state_dir: str
+    __slots__ = ("stage", "state_dir")
+
+    def __init__(self, stage: str, state_dir: str) -> None:
+        self.stage = stage
+        self.state_dir = state_dir
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HookRequest):
+            return NotImplemented
+        return (self.stage, self.state_dir) == (other.stage, other.state_dir)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"HookRequest(stage={self.stage!r}, state_dir={self.state_dir!r})"
 
 
 def normalize_stage(stage: str) -> str:
@@ -48,16 +63,24 @@ def normalize_stage(stage: str) -> str:
         raise HookInputError(f"unknown hook stage {stage!r} (known: {known})") from None
 
 
-def read_state(stream: BinaryIO) -> dict[str, object]:
-    """The OCI state JSON object on `stream`; HookInputError if it is not one."""
-    data = stream.read(_MAX_STATE_BYTES + 1)
+def read_state(stream: BinaryIO | None) -> dict[str, object]:
+    """The OCI state JSON object on `stream`; HookInputError if it is not one.
+
+    A missing or unreadable stdin is a HookInputError too.
+    """
+    if stream is None:
+        raise HookInputError("no OCI state on stdin (stdin is closed)")
+    try:
+        data = stream.read(_MAX_STATE_BYTES + 1)
+    except (OSError, ValueError) as error:
+        raise HookInputError(f"cannot read the OCI state on stdin: {error}") from error
     if len(data) > _MAX_STATE_BYTES:
         raise HookInputError(f"OCI state on stdin is larger than {_MAX_STATE_BYTES} bytes")
     if not data.strip():
         raise HookInputError("no OCI state on stdin")
     try:
         state = json.loads(data)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise HookInputError(f"the OCI state on stdin is not JSON: {error}") from error
     if not isinstance(state, dict):
         raise HookInputError("the OCI state on stdin is not a JSON object")
@@ -101,19 +124,30 @@ def run(request: HookRequest, lock_timeout: float | None) -> None:
 
 
 def main(stage: str, state_dir: str | None, strict: bool, lock_timeout: float | None) -> int:
-    """Run the hook on stdin; the exit status for the runtime (0 unless strict and failed)."""
+    """Run the hook on stdin; the exit status for the runtime (0 unless strict and failed).
+
+    Never raises: a failure is one logged line.
+    """
     try:
-        request = request_for(stage, read_state(sys.stdin.buffer), state_dir)
+        stdin = sys.stdin.buffer if sys.stdin is not None else None
+        request = request_for(stage, read_state(stdin), state_dir)
         run(request, lock_timeout)
     except (HookInputError, LifecycleStoreError) as error:
         _log(f"oci-hook {stage}: {error}")
+        return 1 if strict else 0
+    except Exception as error:  # a bug must not refuse a container either
+        _log(f"oci-hook {stage}: internal error: {type(error).__name__}: {error}")
         return 1 if strict else 0
     return 0
 
 
 def _log(message: str) -> None:
     """One line on stderr (shown by the runtime only if the hook fails) and in syslog."""
-    print(f"lifecyclefs: {message}", file=sys.stderr)
+    message = one_line(message)
+    try:  # noqa: SIM105 - contextlib would cost an import
+        print(f"lifecyclefs: {message}", file=sys.stderr)
+    except (OSError, AttributeError):  # no stderr: syslog still gets it
+        pass
     if os.path.exists("/dev/log"):
         import syslog  # noqa: PLC0415 - only failures pay for it
 

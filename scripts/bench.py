@@ -18,9 +18,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="rounds (the median is shown)")
     parser.add_argument("--containers", type=int, default=10_000, help="size of the big tree")
     parser.add_argument("--only", choices=["store", "fuse"], help="run one part only")
+    parser.add_argument(
+        "--baseline",
+        default=bench_store.BASELINE,
+        help="the commit the store is compared with (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.only != "fuse":
-        bench_store.main(args.tmpfs, args.disk, args.count, args.rounds)
+        bench_store.main(args.tmpfs, args.disk, args.count, args.rounds, args.baseline)
     if args.only != "store":
         bench_fuse.main(args.tmpfs, args.count, args.rounds, args.containers)
 

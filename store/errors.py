@@ -8,7 +8,8 @@ class LifecycleStoreError(Exception):
 
     The cause is chained (`__cause__`). When the cause is an `OSError`, `errno` is its
     errno (ENOENT, EACCES, ENOSPC...), so callers such as the filesystem can pass it
-    on; otherwise `errno` is None. `path` names the file or directory concerned.
+    on; otherwise `errno` is None unless a subclass says otherwise. `path` names the
+    file or directory concerned.
     """
 
     def __init__(self, message: str, *, path: str, errno: int | None = None) -> None:
@@ -25,6 +26,13 @@ class LifecycleStoreError(Exception):
 
 class RecordCorruptError(LifecycleStoreError):
     """`lifecycle.json` exists but nerdctl could not read it either (empty, bad JSON...)."""
+
+
+class RecordTooLargeError(LifecycleStoreError):
+    """`lifecycle.json` is larger than `MAX_RECORD_BYTES`; `errno` is EFBIG.
+
+    Raised before anything is parsed, so a huge file costs no more than reading the cap.
+    """
 
 
 class LockTimeoutError(LifecycleStoreError):

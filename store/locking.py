@@ -4,12 +4,13 @@ The lock belongs to the open file description, so every operation opens the dire
 anew: that excludes other processes, nerdctl, and other threads of this process alike,
 and closing the descriptor releases it (even when the process dies).
 
-Waiting comes in two kinds. With no deadline and no cancellation, the waiter blocks in
-the kernel (`flock` without LOCK_NB), which queues waiters and hands the lock over as
-soon as it is released. A wait that must be able to stop (a timeout, a trio
-cancellation) cannot block in the kernel, so it retries LOCK_NB with a short
-exponential back-off, capped at `POLL_MAX_SECONDS` so that a waiter never sleeps long
-past a release.
+Waiting comes in two kinds. With no deadline, the waiter blocks in the kernel (`flock`
+without LOCK_NB), which queues waiters and hands the lock over as soon as it is
+released. A wait that must be able to stop (a timeout; a trio cancellation, see
+`Store.aload`) cannot block in the kernel, so it retries LOCK_NB after delays that start
+at `POLL_FIRST_SECONDS` and double, but never exceed a tenth of the time already waited
+nor `POLL_MAX_SECONDS`: a short hold is noticed within microseconds of its end, and a
+long one costs a few tries a second.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import errno
 import fcntl
 import math
 import time
-from collections.abc import Callable
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 POLL_FIRST_SECONDS: Final = 50e-6
-POLL_MAX_SECONDS: Final = 2e-3
+POLL_MAX_SECONDS: Final = 50e-3
+_POLL_SHARE: Final = 0.1
+"""A delay is at most this share of the time already waited."""
 _CONTENDED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 
 
@@ -40,6 +45,19 @@ def timeout_from_seconds(seconds: float) -> float | None:
     return seconds
 
 
+def checked_timeout(seconds: float | None) -> float | None:
+    """A lock timeout as `Store` takes it: None (for ever), or finite seconds >= 0.
+
+    0 means "do not wait": the lock is tried once. ValueError for NaN, infinity or a
+    negative number.
+    """
+    if seconds is None:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"lock_timeout must be None or finite seconds >= 0, not {seconds}")
+    return seconds
+
+
 def try_lock(fd: int) -> bool:
     """Take the lock on `fd` if it is free, without waiting; say whether it was taken."""
     try:
@@ -51,34 +69,35 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-def lock(
-    fd: int,
-    *,
-    timeout: float | None = None,
-    check_cancelled: Callable[[], None] | None = None,
-) -> None:
-    """Hold the lock on `fd` when this returns.
+def lock(fd: int) -> None:
+    """Hold the lock on `fd` when this returns, however long that takes (kernel-queued)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
-    Raise TimeoutError once `timeout` seconds have passed without it. `check_cancelled`
-    is called between attempts and may raise to abandon the wait (trio passes
-    `trio.from_thread.check_cancelled`); the lock is never held when anything is raised.
+
+def unlock(fd: int) -> None:
+    """Release the lock on `fd` before the descriptor is closed."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def next_delay(delay: float, waited: float) -> float:
+    """The pause before the next try, after `delay` and `waited` seconds in all."""
+    return max(POLL_FIRST_SECONDS, min(delay * 2, waited * _POLL_SHARE, POLL_MAX_SECONDS))
+
+
+def lock_within(fd: int, timeout: float) -> None:
+    """Hold the lock on `fd` when this returns; TimeoutError after `timeout` seconds.
+
+    The lock is never held when this raises.
     """
     if try_lock(fd):
         return
-    if timeout is None and check_cancelled is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = None if timeout is None else time.monotonic() + timeout
+    start = time.monotonic()
     delay = POLL_FIRST_SECONDS
     while True:
-        if check_cancelled is not None:
-            check_cancelled()
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(errno.ETIMEDOUT, f"lock not granted within {timeout} s")
-            delay = min(delay, remaining)
-        time.sleep(delay)
+        remaining = start + timeout - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, f"lock not granted within {timeout} s")
+        time.sleep(min(delay, remaining))
         if try_lock(fd):
             return
-        delay = min(delay * 2, POLL_MAX_SECONDS)
+        delay = next_delay(delay, time.monotonic() - start)

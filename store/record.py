@@ -1,30 +1,57 @@
-"""`Store`: one container's lifecycle record, loaded and changed under nerdctl's lock."""
+"""`Store`: one container's lifecycle record, loaded and changed under nerdctl's lock.
+
+The lock is held for as little work as possible: the directory is opened before it is
+taken; a load decodes after releasing it; a transform releases it as soon as the new
+record is renamed into place, and only then fsyncs the directory and closes the old
+record (on ext4, closing the last descriptor of a replaced file is what frees it, which
+waits for its data to reach the disk).
+"""
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+import stat as stat_module
+import time
 
 from store import atomic, locking
 from store.codec import Lifecycle, decode, encode
-from store.errors import LifecycleStoreError, LockTimeoutError, RecordCorruptError
+from store.errors import (
+    LifecycleStoreError,
+    LockTimeoutError,
+    RecordCorruptError,
+    RecordTooLargeError,
+)
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Final, TypeAlias, TypeVar
+
+    import trio
+
     from store.timestamp import Timestamp
+
+    T = TypeVar("T")
 
 RECORD_NAME: Final = "lifecycle.json"
 DIR_MODE: Final = 0o700
+MAX_RECORD_BYTES: Final = 65_536
+"""The largest record read: a bigger one is refused (`RecordTooLargeError`) unparsed.
+nerdctl's own records are under 100 bytes."""
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 RECORD_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 """How a record is opened for reading (O_NONBLOCK: a FIFO planted there must not hang)."""
-_READ_CHUNK: Final = 65_536
-_MAX_RECORD_BYTES: Final = 1 << 20
+_FIRST_READ: Final = 4096
 
-T = TypeVar("T")
-DirOpener = Callable[[], int]
+DirOpener: TypeAlias = "Callable[[], int]"
 """Opens the state directory and returns a new descriptor (read-only, O_DIRECTORY)."""
+
+_open = os.open
+_close = os.close
+_read = os.read
+_trio: ModuleType | None = None
 
 
 class Store:
@@ -32,14 +59,17 @@ class Store:
 
     Every `load`, `transform` and `delete` takes `flock(LOCK_EX)` on the state directory,
     as nerdctl does, so both can work on one directory at the same moment; every write
-    is an atomic rename. `started_at` and `create_error` show the record as the last
-    operation of this object saw it. Failures raise `LifecycleStoreError`.
+    is an atomic rename, and a rewritten record keeps its owner, mode and POSIX ACL.
+    `started_at` and `create_error` show the record as the last operation of this
+    object saw it. Failures raise `LifecycleStoreError`; a path that no system call can
+    take (a NUL, a lone surrogate) raises it at construction, with errno EINVAL.
 
     `durable` (the default) fsyncs each write and its directory; `durable=False` costs
     what nerdctl's writes cost. `lock_timeout` bounds each wait for the lock (None:
-    wait as long as it takes). Reading never creates anything: the directory is made
-    only by `create=True` or `create()`. `open_dir` replaces how the directory is
-    opened (the filesystem uses it to stay inside its source tree).
+    wait as long as it takes; 0: do not wait); NaN, infinity or a negative number is a
+    ValueError. Reading never creates anything: the directory is made only by
+    `create=True` or `create()`. `open_dir` replaces how the directory is opened (the
+    filesystem uses it to stay inside its source tree).
     """
 
     def __init__(
@@ -51,12 +81,14 @@ class Store:
         lock_timeout: float | None = None,
         open_dir: DirOpener | None = None,
     ) -> None:
-        self._state_dir = os.fspath(state_dir)
+        self._state_dir = _usable_path(state_dir)
         self._record_path = os.path.join(self._state_dir, RECORD_NAME)
         self.durable = durable
         self.lock_timeout = lock_timeout
-        self._open_dir = open_dir or self._open_path
+        self._open_dir = open_dir
         self._record = Lifecycle()
+        self._fsync_free: bool | None = None
+        self._default_acl: bool | None = None
         if create:
             self.create()
 
@@ -72,6 +104,15 @@ class Store:
     def record_path(self) -> str:
         """The path of `lifecycle.json` in the state directory."""
         return self._record_path
+
+    @property
+    def lock_timeout(self) -> float | None:
+        """How long a wait for the lock may last: None for ever, 0 not at all."""
+        return self._lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float | None) -> None:
+        self._lock_timeout = locking.checked_timeout(seconds)
 
     @property
     def record(self) -> Lifecycle:
@@ -97,9 +138,11 @@ class Store:
                 "cannot create state directory", self._state_dir, error
             ) from error
 
+    # The synchronous API ---------------------------------------------------------------
+
     def load(self) -> Lifecycle:
         """Read the record under the lock and return it; a missing record is all unset."""
-        self._record = self._locked(self._read)
+        self._record = self._load_locked(self._locked_dir())
         return self._record.copy()
 
     def snapshot(self) -> Lifecycle:
@@ -114,12 +157,22 @@ class Store:
     def snapshot_stat(self) -> tuple[Lifecycle, os.stat_result | None]:
         """`snapshot()` and the record file's `fstat` (None when there is no record)."""
         dir_fd = self._open()
+        record_fd = -1
         try:
-            record, stat = self._read_with_stat(dir_fd, want_stat=True)
+            try:
+                record_fd = _open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
+            except FileNotFoundError:
+                record, record_stat = Lifecycle(), None
+            except OSError as error:
+                raise self._read_error(error) from error
+            else:
+                record, record_stat = read_record(record_fd, self._record_path, want_stat=True)
         finally:
-            os.close(dir_fd)
+            _close(dir_fd)
+            if record_fd >= 0:
+                _close(record_fd)
         self._record = record
-        return record.copy(), stat
+        return record.copy(), record_stat
 
     def transform(self, fn: Callable[[Lifecycle], object]) -> Lifecycle:
         """Under the lock: load, let `fn` change the record, write it atomically.
@@ -128,7 +181,7 @@ class Store:
         raises, nothing is written and `LifecycleStoreError` is raised from its
         exception. Returns the record as written.
         """
-        self._record = self._locked(lambda dir_fd: self._transform(dir_fd, fn))
+        self._record = self._transform_locked(self._locked_dir(), fn)
         return self._record.copy()
 
     def update(
@@ -143,48 +196,67 @@ class Store:
         A missing record, or a missing state directory, is not an error. The other
         files of the directory (nerdctl keeps several there) are never touched.
         """
-        existed = self._locked(self._delete, if_missing=_nothing_deleted)
+        try:
+            dir_fd = self._locked_dir()
+        except _MissingStateDirError:
+            existed = False
+        else:
+            existed = self._delete_locked(dir_fd)
         self._record = Lifecycle()
         return existed
 
+    # The trio API -----------------------------------------------------------------------
+    #
+    # A contended lock is waited for on the trio loop itself: LOCK_NB is retried with
+    # trio.sleep between tries (see store.locking), so no thread is taken by a waiter
+    # and a cancellation ends the wait at once. Once locked, the operation runs inline,
+    # unless it fsyncs on a filesystem where fsync costs something: that runs in
+    # trio.to_thread.run_sync(limiter=limiter), trio's default limiter for None.
+
     async def aload(self) -> Lifecycle:
-        """`load()` for trio: a contended lock is waited for in a worker thread."""
-        self._record = await self._alocked(self._read, offload=False)
+        """`load()` for trio: waits on the loop, cancellable; never uses a thread."""
+        self._record = await self._alocked(self._load_locked, fsyncs=False, limiter=None)
         return self._record.copy()
 
     async def atransform(
-        self, fn: Callable[[Lifecycle], object], *, limiter: object = None
+        self, fn: Callable[[Lifecycle], object], *, limiter: trio.CapacityLimiter | None = None
     ) -> Lifecycle:
-        """`transform()` for trio; `fn` may run in a worker thread.
+        """`transform()` for trio: waits for the lock on the loop, cancellably.
 
-        A contended lock is waited for in a worker thread that notices cancellation
-        within milliseconds and never holds the lock once cancelled. A durable write
-        runs in the thread as well, since fsync can take milliseconds on a disk.
+        `fn` runs on the loop, or in a worker thread of `limiter` when this store is
+        durable and fsync is not free where the record lives. A cancelled wait never
+        leaves the lock held and writes nothing.
         """
         self._record = await self._alocked(
-            lambda dir_fd: self._transform(dir_fd, fn), offload=self.durable, limiter=limiter
+            lambda dir_fd: self._transform_locked(dir_fd, fn), fsyncs=True, limiter=limiter
         )
         return self._record.copy()
 
     async def aupdate(
-        self, *, started_at: Timestamp | None = None, create_error: bool | None = None
+        self,
+        *,
+        started_at: Timestamp | None = None,
+        create_error: bool | None = None,
+        limiter: trio.CapacityLimiter | None = None,
     ) -> Lifecycle:
         """`update()` for trio."""
-        return await self.atransform(_setter(started_at, create_error))
+        return await self.atransform(_setter(started_at, create_error), limiter=limiter)
 
-    async def adelete(self) -> bool:
+    async def adelete(self, *, limiter: trio.CapacityLimiter | None = None) -> bool:
         """`delete()` for trio, cancellable while waiting for the lock."""
-        existed = await self._alocked(
-            self._delete, offload=self.durable, if_missing=_nothing_deleted
-        )
+        try:
+            existed = await self._alocked(self._delete_locked, fsyncs=True, limiter=limiter)
+        except _MissingStateDirError:
+            existed = False
         self._record = Lifecycle()
         return existed
 
-    def _open_path(self) -> int:
-        return os.open(self._state_dir, _DIR_FLAGS)
+    # Opening and locking ----------------------------------------------------------------
 
     def _open(self) -> int:
         try:
+            if self._open_dir is None:
+                return _open(self._state_dir, _DIR_FLAGS)
             return self._open_dir()
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
@@ -193,137 +265,217 @@ class Store:
                 "cannot open state directory", self._state_dir, error
             ) from error
 
-    def _open_unless_missing(self, missing_ok: bool) -> int | None:
-        """A descriptor of the state directory; None if it is missing and that is fine."""
+    def _locked_dir(self) -> int:
+        """A new descriptor of the state directory, holding its lock."""
+        dir_fd = self._open()
         try:
-            return self._open()
-        except _MissingStateDirError:
-            if missing_ok:
-                return None
+            if self._lock_timeout is None:
+                locking.lock(dir_fd)
+            else:
+                locking.lock_within(dir_fd, self._lock_timeout)
+        except BaseException as error:
+            _close(dir_fd)
+            if isinstance(error, TimeoutError):
+                raise self._timeout_error() from error
+            if isinstance(error, OSError):
+                raise self._lock_error(error) from error
             raise
+        return dir_fd
 
-    def _lock(self, dir_fd: int, check_cancelled: Callable[[], None] | None = None) -> None:
-        try:
-            locking.lock(dir_fd, timeout=self.lock_timeout, check_cancelled=check_cancelled)
-        except TimeoutError as error:
-            raise LockTimeoutError(
-                f"cannot lock {self._state_dir}: still held by another process"
-                f" after {self.lock_timeout} s",
-                path=self._state_dir,
-                errno=errno.ETIMEDOUT,
-            ) from error
-        except OSError as error:
-            raise LifecycleStoreError.from_os_error(
-                "cannot lock", self._state_dir, error
-            ) from error
+    def _timeout_error(self) -> LockTimeoutError:
+        return LockTimeoutError(
+            f"cannot lock {self._state_dir}: still held by another process"
+            f" after {self._lock_timeout} s",
+            path=self._state_dir,
+            errno=errno.ETIMEDOUT,
+        )
 
-    def _locked(self, op: Callable[[int], T], if_missing: Callable[[], T] | None = None) -> T:
-        dir_fd = self._open_unless_missing(if_missing is not None)
-        if dir_fd is None:
-            assert if_missing is not None
-            return if_missing()
-        try:
-            self._lock(dir_fd)
-            return op(dir_fd)
-        finally:
-            os.close(dir_fd)
+    def _lock_error(self, error: OSError) -> LifecycleStoreError:
+        return LifecycleStoreError.from_os_error("cannot lock", self._state_dir, error)
 
     async def _alocked(
-        self,
-        op: Callable[[int], T],
-        *,
-        offload: bool,
-        if_missing: Callable[[], T] | None = None,
-        limiter: object = None,
+        self, op: Callable[[int], T], *, fsyncs: bool, limiter: trio.CapacityLimiter | None
     ) -> T:
-        import trio  # noqa: PLC0415 - only the trio variants need trio; `store` alone does not
-
+        trio = _trio or _import_trio()
         await trio.lowlevel.checkpoint_if_cancelled()
-        dir_fd = self._open_unless_missing(if_missing is not None)
-        if dir_fd is None:
-            assert if_missing is not None
-            return if_missing()
+        dir_fd = self._open()
+        try:
+            if not locking.try_lock(dir_fd):
+                await self._wait_for_lock(trio, dir_fd)
+        except BaseException as error:
+            _close(dir_fd)
+            if isinstance(error, OSError):
+                raise self._lock_error(error) from error
+            raise
+        if fsyncs and self.durable and not self._fsync_is_free(dir_fd):
+            return await _in_thread(trio, op, dir_fd, limiter)
+        return op(dir_fd)
+
+    async def _wait_for_lock(self, trio: ModuleType, dir_fd: int) -> None:
+        timeout = self._lock_timeout
+        start = time.monotonic()
+        delay = locking.POLL_FIRST_SECONDS
+        while True:
+            if timeout is not None:
+                remaining = start + timeout - time.monotonic()
+                if remaining <= 0:
+                    raise self._timeout_error()
+                delay = min(delay, remaining)
+            await trio.sleep(delay)
+            if locking.try_lock(dir_fd):
+                return
+            delay = locking.next_delay(delay, time.monotonic() - start)
+
+    def _fsync_is_free(self, dir_fd: int) -> bool:
+        if self._fsync_free is None:
+            from store.fsinfo import fsync_is_free  # noqa: PLC0415 - ctypes, only here
+
+            self._fsync_free = fsync_is_free(dir_fd)
+        return self._fsync_free
+
+    # The operations, each on a locked directory descriptor that it closes -------------
+
+    def _load_locked(self, dir_fd: int) -> Lifecycle:
+        record_fd = -1
+        try:
+            record_fd = _open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
+            data = _read(record_fd, _FIRST_READ)
+            if len(data) == _FIRST_READ:
+                data = _read_rest(record_fd, self._record_path, data)
+        except FileNotFoundError:
+            return Lifecycle()
+        except OSError as error:
+            raise self._read_error(error) from error
+        finally:
+            _close(dir_fd)
+            if record_fd >= 0:
+                _close(record_fd)
+        try:
+            return decode(data)
+        except ValueError as error:
+            raise _corrupt(self._record_path, error) from error
+
+    def _transform_locked(self, dir_fd: int, fn: Callable[[Lifecycle], object]) -> Lifecycle:
+        path = self._record_path
+        record_fd = -1
         try:
             try:
-                free = locking.try_lock(dir_fd)
+                record_fd = _open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
+            except FileNotFoundError:
+                record, old, acl = Lifecycle(), None, None
             except OSError as error:
-                raise LifecycleStoreError.from_os_error(
-                    "cannot lock", self._state_dir, error
+                raise self._read_error(error) from error
+            else:
+                record, old = read_record(record_fd, path, want_stat=True)
+                acl = _acl_of(record_fd, path)
+            try:
+                fn(record)
+            except Exception as error:
+                raise LifecycleStoreError(
+                    f"transform of {path} failed, nothing written: {error}", path=path
                 ) from error
-            if free and not offload:
-                return op(dir_fd)
-            if free:
-                return await trio.to_thread.run_sync(op, dir_fd, limiter=limiter)  # type: ignore[arg-type]
-
-            def wait_then_run() -> T:
-                self._lock(dir_fd, check_cancelled=trio.from_thread.check_cancelled)
-                return op(dir_fd)
-
-            return await trio.to_thread.run_sync(wait_then_run)
+            try:
+                data = encode(record)
+            except (TypeError, ValueError) as error:
+                raise LifecycleStoreError(
+                    f"cannot write {path}: {error}", path=path, errno=errno.EINVAL
+                ) from error
+            try:
+                if old is None:
+                    mode, owner = atomic.NEW_FILE_MODE, _new_record_owner(dir_fd)
+                else:  # the replacement keeps what the record had
+                    mode, owner = stat_module.S_IMODE(old.st_mode), (old.st_uid, old.st_gid)
+                atomic.replace_file(
+                    dir_fd,
+                    RECORD_NAME,
+                    data,
+                    durable=self.durable,
+                    mode=mode,
+                    owner=owner,
+                    acl=acl,
+                    drop_inherited_acl=acl is None and self._has_default_acl(dir_fd),
+                )
+                if self.durable:
+                    locking.unlock(dir_fd)  # others may go on while the rename reaches the disk
+                    atomic.sync_directory(dir_fd)
+            except OSError as error:
+                raise LifecycleStoreError.from_os_error("cannot write", path, error) from error
         finally:
-            os.close(dir_fd)
-
-    def _read(self, dir_fd: int) -> Lifecycle:
-        return self._read_with_stat(dir_fd, want_stat=False)[0]
-
-    def _read_with_stat(
-        self, dir_fd: int, *, want_stat: bool
-    ) -> tuple[Lifecycle, os.stat_result | None]:
-        try:
-            fd = os.open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
-        except FileNotFoundError:
-            return Lifecycle(), None
-        except OSError as error:
-            raise LifecycleStoreError.from_os_error(
-                "cannot read", self._record_path, error
-            ) from error
-        try:
-            return read_record(fd, self._record_path, want_stat=want_stat)
-        finally:
-            os.close(fd)
-
-    def _transform(self, dir_fd: int, fn: Callable[[Lifecycle], object]) -> Lifecycle:
-        record = self._read(dir_fd)
-        try:
-            fn(record)
-        except Exception as error:
-            raise LifecycleStoreError(
-                f"transform of {self._record_path} failed, nothing written: {error}",
-                path=self._record_path,
-            ) from error
-        try:
-            data = encode(record)
-        except (TypeError, ValueError) as error:
-            raise LifecycleStoreError(
-                f"cannot write {self._record_path}: {error}",
-                path=self._record_path,
-                errno=errno.EINVAL,
-            ) from error
-        try:
-            atomic.replace_file(
-                dir_fd, RECORD_NAME, data, durable=self.durable, owner=_owner_for(dir_fd)
-            )
-        except OSError as error:
-            raise LifecycleStoreError.from_os_error(
-                "cannot write", self._record_path, error
-            ) from error
+            _close(dir_fd)
+            if record_fd >= 0:
+                _close(record_fd)
         return record
 
-    def _delete(self, dir_fd: int) -> bool:
+    def _delete_locked(self, dir_fd: int) -> bool:
         try:
-            return atomic.remove_file(dir_fd, RECORD_NAME, durable=self.durable)
+            existed = atomic.remove_file(dir_fd, RECORD_NAME)
+            if existed and self.durable:
+                locking.unlock(dir_fd)
+                atomic.sync_directory(dir_fd)
         except OSError as error:
             raise LifecycleStoreError.from_os_error(
                 "cannot delete", self._record_path, error
             ) from error
+        finally:
+            _close(dir_fd)
+        return existed
+
+    def _has_default_acl(self, dir_fd: int) -> bool:
+        # Looked up once per store: a directory rarely gains or loses a default ACL.
+        if self._default_acl is None:
+            self._default_acl = atomic.has_default_acl(dir_fd)
+        return self._default_acl
+
+    def _read_error(self, error: OSError) -> LifecycleStoreError:
+        return LifecycleStoreError.from_os_error("cannot read", self._record_path, error)
 
 
 class _MissingStateDirError(LifecycleStoreError):
     """The state directory does not exist (ENOENT); `delete` takes that as done."""
 
 
-def _nothing_deleted() -> bool:
-    return False
+def _usable_path(state_dir: str | os.PathLike[str]) -> str:
+    """`state_dir` as a str every system call takes; LifecycleStoreError (EINVAL) if none would."""
+    problem: Exception | None = None
+    try:
+        path = os.fsdecode(state_dir)
+        if b"\0" in os.fsencode(path):
+            problem = ValueError("a path cannot hold a NUL character")
+    except (TypeError, ValueError) as error:
+        problem = error
+    if problem is not None:
+        shown = repr(state_dir)
+        raise LifecycleStoreError(
+            f"unusable state directory {shown}: {problem}", path=shown, errno=errno.EINVAL
+        ) from problem
+    return path
+
+
+def _import_trio() -> ModuleType:
+    global _trio  # noqa: PLW0603 - only the trio variants need trio; `store` alone does not
+    import trio  # noqa: PLC0415
+
+    _trio = trio
+    return trio
+
+
+async def _in_thread(
+    trio: ModuleType, op: Callable[[int], T], dir_fd: int, limiter: trio.CapacityLimiter | None
+) -> T:
+    """`op(dir_fd)` in a worker thread; `dir_fd` is closed even if the thread never ran."""
+    ran = False
+
+    def run() -> T:
+        nonlocal ran
+        ran = True
+        return op(dir_fd)
+
+    try:
+        result: T = await trio.to_thread.run_sync(run, limiter=limiter)
+    finally:
+        if not ran:  # cancelled while waiting for the limiter: we still hold the lock
+            _close(dir_fd)
+    return result
 
 
 def read_record(
@@ -331,33 +483,72 @@ def read_record(
 ) -> tuple[Lifecycle, os.stat_result | None]:
     """Decode the record open on `fd` (and fstat it if asked); `path` names it in errors.
 
-    Raise `RecordCorruptError` when nerdctl could not read it either, and
-    `LifecycleStoreError` (with the errno) when reading fails. `fd` stays open.
+    Reads at most `MAX_RECORD_BYTES` + 1 bytes: a larger record raises
+    `RecordTooLargeError` (EFBIG) before anything is parsed. Raise `RecordCorruptError`
+    when nerdctl could not read it either, and `LifecycleStoreError` (with the errno)
+    when reading fails. `fd` stays open; no lock is taken.
     """
     try:
-        stat = os.fstat(fd) if want_stat else None
-        data = os.read(fd, _READ_CHUNK)
-        if len(data) == _READ_CHUNK:
-            data += _read_rest(fd, path)
+        record_stat = os.fstat(fd) if want_stat else None
+        data = _read_capped(fd, path)
     except OSError as error:
         raise LifecycleStoreError.from_os_error("cannot read", path, error) from error
-    try:
-        return decode(data), stat
-    except ValueError as error:
-        raise RecordCorruptError(f"corrupt record {path}: {error}", path=path) from error
+    return _decode(data, path), record_stat
 
 
-def _read_rest(fd: int, path: str) -> bytes:
-    chunks = []
-    total = _READ_CHUNK
-    while chunk := os.read(fd, _READ_CHUNK):
+def _read_capped(fd: int, path: str) -> bytes:
+    data = _read(fd, _FIRST_READ)
+    if len(data) < _FIRST_READ:  # a regular file reads short only at its end
+        return data
+    return _read_rest(fd, path, data)
+
+
+def _read_rest(fd: int, path: str, data: bytes) -> bytes:
+    """`data`, the first bytes read from `fd`, and the rest, up to MAX_RECORD_BYTES."""
+    chunks = [data]
+    total = len(data)
+    while chunk := os.read(fd, MAX_RECORD_BYTES + 1 - total):
         total += len(chunk)
-        if total > _MAX_RECORD_BYTES:
-            raise RecordCorruptError(
-                f"corrupt record {path}: larger than {_MAX_RECORD_BYTES} bytes", path=path
+        if total > MAX_RECORD_BYTES:
+            raise RecordTooLargeError(
+                f"record {path} is larger than {MAX_RECORD_BYTES} bytes; not read",
+                path=path,
+                errno=errno.EFBIG,
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _decode(data: bytes, path: str) -> Lifecycle:
+    try:
+        return decode(data)
+    except ValueError as error:
+        raise _corrupt(path, error) from error
+
+
+def _corrupt(path: str, error: ValueError) -> RecordCorruptError:
+    return RecordCorruptError(f"corrupt record {path}: {error}", path=path)
+
+
+def _acl_of(record_fd: int, path: str) -> bytes | None:
+    try:
+        return atomic.access_acl(record_fd)
+    except OSError as error:
+        raise LifecycleStoreError.from_os_error("cannot read the ACL of", path, error) from error
+
+
+def _new_record_owner(dir_fd: int) -> tuple[int, int] | None:
+    """The owner a new record must get: its directory's, when we are root and differ.
+
+    A root daemon writing into a rootless nerdctl's state directory would otherwise
+    leave a root-owned 0600 record that nerdctl can no longer read.
+    """
+    if os.geteuid() != 0:
+        return None
+    dir_stat = os.fstat(dir_fd)
+    if dir_stat.st_uid == 0 and dir_stat.st_gid == os.getegid():
+        return None
+    return dir_stat.st_uid, dir_stat.st_gid
 
 
 def _setter(started_at: Timestamp | None, create_error: bool | None) -> Callable[[Lifecycle], None]:
@@ -368,17 +559,3 @@ def _setter(started_at: Timestamp | None, create_error: bool | None) -> Callable
             record.create_error = create_error
 
     return assign
-
-
-def _owner_for(dir_fd: int) -> tuple[int, int] | None:
-    """The owner a new record must get: its directory's, when we are root and differ.
-
-    A root daemon writing into a rootless nerdctl's state directory would otherwise
-    leave a root-owned 0600 record that nerdctl can no longer read.
-    """
-    if os.geteuid() != 0:
-        return None
-    stat = os.fstat(dir_fd)
-    if stat.st_uid == 0 and stat.st_gid == os.getegid():
-        return None
-    return stat.st_uid, stat.st_gid

@@ -6,33 +6,40 @@ so this module carries its own small type: an instant in nanoseconds since the U
 epoch plus the offset it is shown in. Parsing follows what Go's `time.Parse(RFC3339)`
 accepts (which is what nerdctl's reader accepts); formatting writes exactly the bytes of
 Go's `RFC3339Nano` layout.
+
+Importing this module costs next to nothing: `re` and `datetime` are imported by the
+functions that need them, on first use.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from typing import ClassVar, Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from datetime import datetime
+    from typing import ClassVar, Final, NoReturn
 
 _NS_PER_SECOND: Final = 1_000_000_000
 _SECONDS_PER_DAY: Final = 86_400
-#: Go's zero time, 0001-01-01T00:00:00Z, in seconds since the Unix epoch.
-_ZERO_UNIX_SECONDS: Final = -62_135_596_800
+#: Go's zero time, 0001-01-01T00:00:00Z, in nanoseconds since the Unix epoch.
+_ZERO_UNIX_NS: Final = -62_135_596_800 * _NS_PER_SECOND
 
 # Go's time.Parse(time.RFC3339, s): a one- or two-digit hour, "." or "," before any
 # number of fraction digits (only the first nine count), "Z" or a +hh:mm offset whose
 # hour may be 24 and minute 60. re.ASCII keeps \d to 0-9 as Go's parser does.
-_RFC3339: Final = re.compile(
+RFC3339_PATTERN: Final = (
     r"(\d{4})-(\d{2})-(\d{2})T(\d{1,2}):(\d{2}):(\d{2})"
     r"(?:[.,](\d+))?"
-    r"(?:Z|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
+    r"(?:Z|([+-])(\d{2}):(\d{2}))"
 )
-_PARSE_CACHE_SIZE: Final = 4096
-_parse_cache: dict[str, Timestamp] = {}
-_format_cache: dict[tuple[int, int], str] = {}
+_DAYS_CACHED: Final = 4096
+_days_cache: dict[str, int] = {}
+"""Days since 1970-01-01 of an RFC 3339 date text (`2024-01-02`, ten characters), checked
+to exist. Parsed timestamps themselves are not cached: the codec caches whole records."""
+_FRACTION_SCALE: Final = (0, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1000, 100, 10, 1)
+_rfc3339: re.Pattern[str] | None = None
 
 
 def _is_leap(year: int) -> bool:
@@ -70,27 +77,104 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     return year_of_era + era * 400 + (month <= 2), month, day
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+def _pattern() -> re.Pattern[str]:
+    global _rfc3339  # noqa: PLW0603 - compiled once, on first use
+    if _rfc3339 is None:
+        import re  # noqa: PLC0415 - only parsing needs it
+
+        _rfc3339 = re.compile(RFC3339_PATTERN, re.ASCII)
+    return _rfc3339
+
+
+def _refuse(text: str, problem: str) -> NoReturn:
+    shown = text if len(text) <= 80 else text[:60] + "..." + text[-10:]
+    raise ValueError(f"{problem}: {shown!r}")
+
+
+def _days(date: str, year: str, month: str, day: str, text: str) -> int:
+    y, m, d = int(year), int(month), int(day)
+    if not 1 <= m <= 12:
+        _refuse(text, "month out of range in")
+    if not 1 <= d <= _days_in_month(y, m):
+        _refuse(text, "day out of range in")
+    days = _days_from_civil(y, m, d)
+    if len(_days_cache) >= _DAYS_CACHED:
+        _days_cache.clear()
+    _days_cache[date] = days
+    return days
+
+
+def _format(unix_ns: int, offset: int, *, strict: bool) -> str:
+    seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
+    days, second_of_day = divmod(seconds + offset, _SECONDS_PER_DAY)
+    year, month, day = _civil_from_days(days)
+    if 0 <= year <= 9999:
+        year_text = f"{year:04d}"
+    elif strict:
+        raise ValueError(f"year {year} is outside RFC 3339's range 0000-9999")
+    else:  # Go's appendInt(year, 4): a sign, then at least four digits
+        year_text = f"-{-year:04d}" if year < 0 else str(year)
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    text = f"{year_text}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    if offset == 0:
+        return text + "Z"
+    # Go cuts the offset to whole minutes towards zero, then takes the sign of what is
+    # left: -30 s is written +00:00.
+    zone = -(-offset // 60) if offset < 0 else offset // 60
+    sign = "-" if zone < 0 else "+"
+    zone = abs(zone)
+    return f"{text}{sign}{zone // 60:02d}:{zone % 60:02d}"
+
+
 class Timestamp:
     """An instant with nanosecond precision and the UTC offset it is shown in.
 
-    Two timestamps are equal when both the instant and the offset are equal, as with
-    Go's `==` on `time.Time`; compare `unix_ns` to compare instants. The unset value,
-    `Timestamp.UNSET`, is Go's zero time (0001-01-01T00:00:00Z), which is how nerdctl
-    writes "not started"; `is_unset` is true for that instant in any offset.
+    Immutable and hashable. Two timestamps are equal when both the instant and the
+    offset are equal, as with Go's `==` on `time.Time`; compare `unix_ns` to compare
+    instants. The unset value, `Timestamp.UNSET`, is Go's zero time
+    (0001-01-01T00:00:00Z), which is how nerdctl writes "not started"; `is_unset` is
+    true for that instant in any offset.
     """
+
+    __slots__ = ("_text", "offset", "unix_ns")
 
     unix_ns: int
     """Nanoseconds since 1970-01-01T00:00:00Z."""
-    offset: int = 0
+    offset: int
     """Seconds east of UTC that the timestamp is shown in (0 is written `Z`)."""
+    _text: str | None
 
     UNSET: ClassVar[Timestamp]
+
+    def __init__(self, unix_ns: int, offset: int = 0) -> None:
+        _set_unix_ns(self, unix_ns)
+        _set_offset(self, offset)
+        _set_text(self, None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Timestamp is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Timestamp is immutable (cannot delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Timestamp):
+            return NotImplemented
+        return self.unix_ns == other.unix_ns and self.offset == other.offset
+
+    def __hash__(self) -> int:
+        return hash((self.unix_ns, self.offset))
+
+    def __reduce__(self) -> tuple[type[Timestamp], tuple[int, int]]:
+        return Timestamp, (self.unix_ns, self.offset)
 
     @property
     def is_unset(self) -> bool:
         """Whether this is Go's zero time, nerdctl's "never started"."""
-        return self.unix_ns == _ZERO_UNIX_SECONDS * _NS_PER_SECOND
+        return self.unix_ns == _ZERO_UNIX_NS
 
     @classmethod
     def parse(cls, text: str) -> Timestamp:
@@ -100,82 +184,37 @@ class Timestamp:
         may have stored them: a one-digit hour, a comma before the fraction, more than
         nine fraction digits (cut to nine) and offsets up to +24:60. `-00:00` means
         UTC. Rejected: lowercase `t`/`z`, a space separator, a missing or colon-less
-        offset, a leap second and dates that do not exist.
+        offset, a leap second and dates that do not exist (`1900-02-29`).
         """
-        cached = _parse_cache.get(text)
-        if cached is not None:
-            return cached
-        parsed = cls._parse_uncached(text)
-        if len(_parse_cache) >= _PARSE_CACHE_SIZE:
-            _parse_cache.clear()
-        _parse_cache[text] = parsed
-        return parsed
-
-    @classmethod
-    def _parse_uncached(cls, text: str) -> Timestamp:
-        match = _RFC3339.fullmatch(text)
-        if match is None:
-            raise ValueError(f"not an RFC 3339 time: {text!r}")
-        year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-        fraction, sign, offset_hours, offset_minutes = match.groups()[6:]
-        if not 1 <= month <= 12:
-            raise ValueError(f"month out of range in {text!r}")
-        if not 1 <= day <= _days_in_month(year, month):
-            raise ValueError(f"day out of range in {text!r}")
-        if hour > 23 or minute > 59 or second > 59:
-            raise ValueError(f"time of day out of range in {text!r}")
-        nanos = int(fraction[:9].ljust(9, "0")) if fraction else 0
-        offset = 0
-        if sign is not None:
-            hours, minutes = int(offset_hours), int(offset_minutes)
-            if hours > 24 or minutes > 60:
-                raise ValueError(f"UTC offset out of range in {text!r}")
-            offset = (hours * 3600 + minutes * 60) * (-1 if sign == "-" else 1)
-        local_seconds = (
-            _days_from_civil(year, month, day) * _SECONDS_PER_DAY
-            + hour * 3600
-            + minute * 60
-            + second
-        )
-        return cls((local_seconds - offset) * _NS_PER_SECOND + nanos, offset)
+        return _parse(text)
 
     def format(self) -> str:
-        """RFC 3339 with nanoseconds, byte for byte as Go's `time.RFC3339Nano`.
+        """RFC 3339 with nanoseconds, byte for byte as Go's `json.Marshal` writes it.
 
         Trailing zeros of the fraction are trimmed, a zero fraction is left out and a
         zero offset is written `Z`. Raise ValueError for a year outside 0..9999, which
-        RFC 3339 cannot express.
+        RFC 3339 cannot express (Go's `MarshalJSON` refuses it too).
         """
-        key = (self.unix_ns, self.offset)
-        cached = _format_cache.get(key)
-        if cached is not None:
-            return cached
-        text = self._format_uncached()
-        if len(_format_cache) >= _PARSE_CACHE_SIZE:
-            _format_cache.clear()
-        _format_cache[key] = text
+        text = self._text
+        if text is None:
+            text = _format(self.unix_ns, self.offset, strict=True)
+            _set_text(self, text)
         return text
 
-    def _format_uncached(self) -> str:
-        seconds, nanos = divmod(self.unix_ns, _NS_PER_SECOND)
-        days, second_of_day = divmod(seconds + self.offset, _SECONDS_PER_DAY)
-        year, month, day = _civil_from_days(days)
-        if not 0 <= year <= 9999:
-            raise ValueError(f"year {year} is outside RFC 3339's range 0000-9999")
-        hour, rest = divmod(second_of_day, 3600)
-        minute, second = divmod(rest, 60)
-        text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-        if nanos:
-            text += "." + f"{nanos:09d}".rstrip("0")
-        if self.offset == 0:
-            return text + "Z"
-        # Go truncates a sub-minute offset towards zero before printing it.
-        zone_minutes = abs(self.offset) // 60
-        sign = "-" if self.offset < 0 else "+"
-        return f"{text}{sign}{zone_minutes // 60:02d}:{zone_minutes % 60:02d}"
+    def format_go(self) -> str:
+        """What Go's `time.Format(time.RFC3339Nano)` prints, which never fails.
+
+        The same as `format()` for years 0..9999; other years as Go writes them: a
+        minus sign and at least four digits before year 0 (`-0001`), all the digits
+        after 9999 (`10000`).
+        """
+        text = self._text
+        if text is not None:
+            return text
+        return _format(self.unix_ns, self.offset, strict=False)
 
     def __str__(self) -> str:
-        return self.format()
+        return self.format_go()
 
     def __repr__(self) -> str:
         if self == Timestamp.UNSET:
@@ -198,6 +237,8 @@ class Timestamp:
     @classmethod
     def from_datetime(cls, moment: datetime) -> Timestamp:
         """The timestamp of an aware datetime, keeping its UTC offset."""
+        from datetime import datetime  # noqa: PLC0415 - only this conversion needs it
+
         utcoffset = moment.utcoffset()
         if utcoffset is None:
             raise ValueError("a naive datetime has no UTC offset; attach a tzinfo")
@@ -210,10 +251,56 @@ class Timestamp:
 
     def to_datetime(self) -> datetime:
         """An aware datetime in this offset; nanoseconds are cut to microseconds."""
+        from datetime import UTC, datetime, timedelta, timezone  # noqa: PLC0415
+
         zone = timezone(timedelta(seconds=self.offset))
         return datetime(1970, 1, 1, tzinfo=UTC).astimezone(zone) + timedelta(
             microseconds=self.unix_ns // 1000
         )
 
 
-Timestamp.UNSET = Timestamp(_ZERO_UNIX_SECONDS * _NS_PER_SECOND)
+def _parse(text: str) -> Timestamp:
+    match = (_rfc3339 or _pattern()).fullmatch(text)
+    if match is None:
+        _refuse(text, "not an RFC 3339 time")
+    year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = (
+        match.groups()
+    )
+    days = _days_cache.get(text[:10])
+    if days is None:
+        days = _days(text[:10], year, month, day, text)
+    h, m, s = int(hour), int(minute), int(second)
+    if h > 23 or m > 59 or s > 59:
+        _refuse(text, "time of day out of range in")
+    seconds = days * _SECONDS_PER_DAY + h * 3600 + m * 60 + s
+    if sign is not None:
+        hours, minutes = int(zone_hours), int(zone_minutes)
+        if hours > 24 or minutes > 60:
+            _refuse(text, "UTC offset out of range in")
+        offset = hours * 3600 + minutes * 60
+        if sign == "-":
+            offset = -offset
+        seconds -= offset
+    else:
+        offset = 0
+    unix_ns = seconds * _NS_PER_SECOND
+    if fraction:
+        digits = fraction[:9]
+        unix_ns += int(digits) * _FRACTION_SCALE[len(digits)]
+    return _new(unix_ns, offset)
+
+
+def _new(unix_ns: int, offset: int) -> Timestamp:
+    """A Timestamp, made faster than its constructor can (which refuses attribute writes)."""
+    stamp = _allocate(Timestamp)
+    _set_unix_ns(stamp, unix_ns)
+    _set_offset(stamp, offset)
+    _set_text(stamp, None)
+    return stamp
+
+
+_allocate = object.__new__
+_set_unix_ns = Timestamp.__dict__["unix_ns"].__set__
+_set_offset = Timestamp.__dict__["offset"].__set__
+_set_text = Timestamp.__dict__["_text"].__set__
+Timestamp.UNSET = Timestamp(_ZERO_UNIX_NS)

@@ -7,17 +7,19 @@ transform, so parsing (and its ValueError) happens before any lock is taken.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
-
-from store.codec import Lifecycle
 from store.timestamp import Timestamp
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Final, TypeAlias
+
+    from store.codec import Lifecycle
 
 MAX_VALUE_BYTES: Final = 4096
 """The longest value a write may carry, newline included (sysfs's page)."""
 
-Update = Callable[[Lifecycle], None]
+Update: TypeAlias = "Callable[[Lifecycle], None]"
 """A change to one record, applied inside `Store.transform`."""
 
 _DAY_SECONDS: Final = 86_400
@@ -31,7 +33,7 @@ def render_started_at(record: Lifecycle) -> str:
     """The time as nerdctl prints it and a newline, or nothing at all when unset."""
     if record.started_at.is_unset:
         return ""
-    return record.started_at.format() + "\n"
+    return record.started_at.format_go() + "\n"
 
 
 def parse_started_at(text: str) -> Update:
@@ -78,13 +80,20 @@ def parse_create_error(text: str) -> Update:
     return update
 
 
-@dataclass(frozen=True, slots=True)
 class Field:
     """One field of the record as text: how it is shown and how a new value is read."""
 
-    name: str
-    render: Callable[[Lifecycle], str]
-    parse: Callable[[str], Update]
+    __slots__ = ("name", "parse", "render")
+
+    def __init__(
+        self, name: str, render: Callable[[Lifecycle], str], parse: Callable[[str], Update]
+    ) -> None:
+        self.name = name
+        self.render = render
+        self.parse = parse
+
+    def __repr__(self) -> str:
+        return f"Field({self.name!r})"
 
 
 FIELDS: Final = {

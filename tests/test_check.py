@@ -80,7 +80,7 @@ def test_check_names_every_problem_and_changes_nothing(torn_tree: Path) -> None:
         f"{default}/empty: corrupt record lifecycle.json: the record is empty"
         " (nerdctl: unexpected end of JSON input)",
         f"{default}/nul-filled: corrupt record lifecycle.json: not valid JSON:"
-        " Expecting value: line 1 column 1 (char 0)",
+        " expecting a value at character 0",
         f"{default}/stale-temp: stale .temp.lifecycle.json"
         " (an interrupted write; no write in progress)",
         f"{default}/truncated-mid-key: corrupt record lifecycle.json: not valid JSON:"
@@ -244,11 +244,6 @@ def test_a_lock_held_too_long_leaves_the_container_unrepaired(tmp_path: Path) ->
             b'{"started_at":"2024-01-02T03:04:05-24:30","create_error":false}',
             b'{"started_at":"2024-01-03T03:34:05Z","create_error":false}',
         ),
-        # A number JSON cannot write back (Python reads 1e999 as infinity): that key goes.
-        (
-            b'{"started_at":"2024-01-02T03:04:05+01:00","create_error":true,"a":1e999,"b":2}',
-            b'{"started_at":"2024-01-02T03:04:05+01:00","create_error":true,"b":2}',
-        ),
     ],
 )
 def test_a_record_that_cannot_be_written_back_keeps_what_is_sound(
@@ -265,6 +260,16 @@ def test_a_record_that_cannot_be_written_back_keeps_what_is_sound(
     (kept,) = asides(state_dir)
     assert kept.read_bytes() == stored
     nerdctl_transform(state_dir)
+
+
+def test_numbers_nerdctl_skips_are_no_problem(tmp_path: Path) -> None:
+    """nerdctl skips keys it does not know, whatever number they hold; so does the store."""
+    make_container(
+        tmp_path / "containers",
+        "c1",
+        b'{"started_at":"2024-01-02T03:04:05+01:00","create_error":true,"a":1e999,"b":2}',
+    )
+    assert lifecyclefs("check", str(tmp_path / "containers")).stdout == ""
 
 
 def test_a_record_too_large_keeps_its_fields(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -182,3 +183,79 @@ def test_lock_timeout_zero_waits_for_ever(state_dir: Path) -> None:
             writer.wait(timeout=0.5)
     assert writer.wait(timeout=30) == 0, writer.communicate()[1]
     assert Store(state_dir).load().create_error is True
+
+
+@pytest.mark.parametrize(
+    ("started_at", "utc"),
+    [
+        ("0000-01-01T00:30:00+01:00", "-0001-12-31T23:30:00Z"),
+        ("9999-12-31T23:30:00.25-01:00", "10000-01-01T00:30:00.25Z"),
+    ],
+)
+def test_show_docker_prints_any_year_as_go_does(state_dir: Path, started_at: str, utc: str) -> None:
+    lifecyclefs("set", str(state_dir), f"started_at={started_at}")
+    assert json.loads(lifecyclefs("show", "--docker", str(state_dir)).stdout) == {
+        "State": {"StartedAt": utc}
+    }
+    assert lifecyclefs("get", str(state_dir), "started_at").stdout == started_at + "\n"
+
+
+@pytest.mark.parametrize("value", ["maybe", "True", "yes", "2", "", " true", "true\n\n"])
+def test_create_error_takes_only_true_false_1_0(state_dir: Path, value: str) -> None:
+    result = lifecyclefs("set", str(state_dir), f"create_error={value}", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("lifecyclefs: create_error: expected true, false, 1 or 0")
+    assert result.stderr.count("\n") == 1
+    assert not (state_dir / "lifecycle.json").exists()
+
+
+def test_show_json_of_a_record_with_numbers_python_cannot_hold(state_dir: Path) -> None:
+    data = b'{"started_at":"2024-01-02T03:04:05Z","create_error":false,"x":1e999,"y":' + (
+        b"1" * 5000 + b"}"
+    )
+    (state_dir / "lifecycle.json").write_bytes(data)
+    assert lifecyclefs("show", "--json", str(state_dir)).stdout == data.decode() + "\n"
+    assert lifecyclefs("get", str(state_dir), "create_error").stdout == "false\n"
+    lifecyclefs("set", str(state_dir), "create_error=1")
+    assert record_bytes(state_dir) == data.replace(b"false", b"true")
+
+
+def test_a_record_over_64_kib_is_one_clear_line(state_dir: Path) -> None:
+    (state_dir / "lifecycle.json").write_bytes(b" " * (65_536 + 1))
+    for command in (["get"], ["show", "--json"], ["set", "create_error=1"]):
+        result = lifecyclefs(command[0], str(state_dir), *command[1:], check=False)
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"lifecyclefs: record {state_dir}/lifecycle.json is larger than 65536 bytes; not read\n"
+        )
+
+
+def test_an_error_about_a_strange_path_stays_one_line(tmp_path: Path) -> None:
+    strange = tmp_path / "a\nb\x1b[31mc"
+    result = lifecyclefs("get", str(strange), check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "\x1b" not in result.stderr
+    assert "a\\nb\\x1b[31mc" in result.stderr
+
+
+def test_plain_command_lines_import_only_what_they_need(state_dir: Path) -> None:
+    lifecyclefs("set", str(state_dir), "create_error=true")
+    program = (
+        "import sys\n"
+        "from fusefs.cli import main\n"
+        "for argv in (['get', sys.argv[1]], ['set', sys.argv[1], 'create_error=0'],"
+        " ['show', sys.argv[1]], ['delete', sys.argv[1]]):\n"
+        "    assert main(argv) == 0\n"
+        "heavy = ('argparse', 'json', 'typing', 'dataclasses', 'datetime', 'ctypes', 'trio',"
+        " 'pyfuse3', 'store.jsontext')\n"
+        "print(' '.join(name for name in heavy if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, str(state_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=state_dir,
+    )
+    assert result.stdout.splitlines()[-1] == ""

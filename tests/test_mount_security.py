@@ -107,7 +107,7 @@ def test_an_acl_that_grants_a_user_grants_it_through_the_mount(
     assert written.returncode == 0, written.stderr
     assert Store(directory).load().create_error is True
     acl = subprocess.run(
-        ["getfacl", "-c", "-p", str(record)], capture_output=True, text=True, check=True
+        ["getfacl", "-c", "-n", "-p", str(record)], capture_output=True, text=True, check=True
     )
     assert f"user:{NOBODY}:rw-" in acl.stdout, "the rewritten record lost its ACL"
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from store import Lifecycle, Store, Timestamp
+from fusefs import ocihook, quickargs
+from fusefs.cli import build_parser
+from store import Lifecycle, LifecycleStoreError, Store, Timestamp
 from tests.conftest import LIFECYCLEFS, OCI_STATE
+from tests.processes import lock_held_elsewhere
 
 SAMPLES = sorted(OCI_STATE.glob("*.json"))
 
@@ -118,3 +126,194 @@ def test_a_corrupt_record_is_soft_too_and_left_alone(tmp_path: Path) -> None:
     hard = hook("createRuntime", sample, "--strict", "--state-dir", str(tmp_path / "r1"))
     assert hard.returncode == 1
     assert (tmp_path / "r1" / "lifecycle.json").read_bytes() == b"{"
+
+
+def annotated(state_dir: str) -> bytes:
+    """An OCI state whose nerdctl/state-dir annotation is `state_dir` (any text)."""
+    return json.dumps({"id": "r1", "annotations": {"nerdctl/state-dir": state_dir}}).encode()
+
+
+@pytest.mark.parametrize("state_dir", ["/tmp/a\u0000b", "/tmp/\ud800", "/tmp/\udfff/x"])
+def test_a_state_dir_no_system_call_takes_is_one_line_not_a_traceback(state_dir: str) -> None:
+    soft = hook("createRuntime", annotated(state_dir))
+    assert soft.returncode == 0
+    assert soft.stderr.startswith(b"lifecyclefs: oci-hook createRuntime: unusable state directory")
+    assert soft.stderr.count(b"\n") == 1
+    assert b"Traceback" not in soft.stderr
+    assert hook("createRuntime", annotated(state_dir), "--strict").returncode == 1
+
+
+def test_the_hook_gives_up_on_the_lock_after_its_timeout(tmp_path: Path) -> None:
+    state_dir = tmp_path / "r1"
+    Store(state_dir, create=True).update(create_error=True)
+    before = (state_dir / "lifecycle.json").read_bytes()
+    with lock_held_elsewhere(state_dir):
+        soft = hook("createRuntime", annotated(str(state_dir)), "--lock-timeout", "0.2")
+        hard = hook("poststop", annotated(str(state_dir)), "--lock-timeout=0.2", "--strict")
+    assert soft.returncode == 0
+    assert (
+        soft.stderr
+        == (
+            f"lifecyclefs: oci-hook createRuntime: cannot lock {state_dir}:"
+            " still held by another process after 0.2 s\n"
+        ).encode()
+    )
+    assert hard.returncode == 1
+    assert (state_dir / "lifecycle.json").read_bytes() == before
+
+
+def test_the_hook_waits_ten_seconds_unless_told_otherwise() -> None:
+    assert quickargs.parse(["oci-hook", "createRuntime"]) == {
+        "command": "oci-hook",
+        "strict": False,
+        "state_dir": None,
+        "lock_timeout": 10.0,
+        "stage": "createRuntime",
+    }
+    parsed = build_parser().parse_args(["oci-hook", "--state-dir", "/x", "poststop"])
+    assert parsed.lock_timeout == 10
+
+
+def test_the_hook_with_lock_timeout_zero_waits_for_the_lock(tmp_path: Path) -> None:
+    state_dir = tmp_path / "r1"
+    Store(state_dir, create=True)
+    with lock_held_elsewhere(state_dir):
+        waiting = subprocess.Popen(
+            [LIFECYCLEFS, "oci-hook", "--strict", "--lock-timeout", "0", "createRuntime"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert waiting.stdin is not None
+        waiting.stdin.write(annotated(str(state_dir)))
+        waiting.stdin.close()
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=0.5)
+    assert waiting.wait(timeout=30) == 0
+    assert waiting.stderr is not None
+    assert waiting.stderr.read() == b""
+    waiting.stderr.close()
+    assert not Store(state_dir).load().started_at.is_unset
+
+
+@pytest.mark.parametrize(
+    ("shell_stdin", "message"),
+    [
+        ("<&-", b"no OCI state on stdin"),
+        ("< /dev/null", b"no OCI state on stdin"),
+        ("< /proc/self/mem", b"cannot read the OCI state on stdin"),
+    ],
+)
+def test_a_missing_or_unreadable_stdin_is_one_line(shell_stdin: str, message: bytes) -> None:
+    result = subprocess.run(
+        ["sh", "-c", f'"$0" oci-hook createRuntime {shell_stdin}', LIFECYCLEFS],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stderr.startswith(b"lifecyclefs: oci-hook createRuntime: " + message)
+    assert result.stderr.count(b"\n") == 1
+
+
+def test_deeply_nested_stdin_is_one_line() -> None:
+    result = hook("createRuntime", b"[" * 100_000 + b"]" * 100_000)
+    assert result.returncode == 0
+    assert result.stderr.startswith(b"lifecyclefs: oci-hook createRuntime: the OCI state")
+    assert result.stderr.count(b"\n") == 1
+
+
+def test_a_stage_with_a_newline_is_logged_on_one_line() -> None:
+    result = hook("create\nRuntime", (OCI_STATE / "runc-createRuntime.json").read_bytes())
+    assert result.returncode == 0
+    assert result.stderr.count(b"\n") == 1
+    assert b"create\\nRuntime" in result.stderr
+
+
+# Property tests: whatever the input, only HookInputError or LifecycleStoreError.
+
+oci_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["annotations", "nerdctl/state-dir", "id"]), children)
+    ),
+    max_leaves=6,
+)
+state_dirs = st.text(max_size=12) | st.sampled_from(["", "/", "relative", "/x\0y", "/\ud800"])
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=60) | oci_json.map(lambda value: json.dumps(value).encode()))
+def test_read_state_gives_an_object_or_a_hook_input_error(data: bytes) -> None:
+    try:
+        state: object = ocihook.read_state(io.BytesIO(data))
+    except ocihook.HookInputError as error:
+        state = error
+    assert isinstance(state, dict) or str(state)
+
+
+@settings(max_examples=300)
+@given(
+    stage=st.text(max_size=15) | st.sampled_from(["createRuntime", "POSTSTOP", "postStop"]),
+    state=st.dictionaries(st.sampled_from(["annotations", "id"]), oci_json)
+    | state_dirs.map(lambda path: {"annotations": {"nerdctl/state-dir": path}}),
+    given_dir=st.none() | state_dirs,
+)
+def test_request_for_gives_a_request_or_a_hook_input_error(
+    stage: str, state: dict[str, object], given_dir: str | None
+) -> None:
+    try:
+        request = ocihook.request_for(stage, state, given_dir)
+    except ocihook.HookInputError as error:
+        refused: ocihook.HookInputError | None = error
+    else:
+        refused = None
+    if refused is not None:
+        assert str(refused)
+        return
+    assert request.stage in ("createRuntime", "poststop")
+    assert request.state_dir.startswith("/")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stage=st.sampled_from(["createRuntime", "poststop"]),
+    name=st.text(max_size=12).filter(lambda name: "/" not in name and name not in ("", ".", "..")),
+    record=st.none() | st.binary(max_size=30),
+)
+def test_run_changes_the_record_or_raises_a_store_error(
+    stage: str, name: str, record: bytes | None
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        state_dir = root + "/" + name
+        if record is not None and "\0" not in name and _encodable(state_dir):
+            os.mkdir(state_dir)
+            with open(state_dir + "/lifecycle.json", "wb") as file:
+                file.write(record)
+        try:
+            ocihook.run(ocihook.HookRequest(stage, state_dir), lock_timeout=1.0)
+        except LifecycleStoreError as error:
+            failed: LifecycleStoreError | None = error
+        else:
+            failed = None
+        if failed is not None:
+            assert str(failed)
+            return
+        assert Store(state_dir).load().create_error is False
+
+
+def _encodable(path: str) -> bool:
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@settings(max_examples=15, deadline=None)
+@given(stdin=st.binary(max_size=40) | oci_json.map(lambda value: json.dumps(value).encode()))
+def test_the_hook_process_exits_0_with_one_line_whatever_its_stdin(stdin: bytes) -> None:
+    result = hook("createRuntime", stdin)
+    assert result.returncode == 0
+    assert result.stderr.count(b"\n") <= 1
+    assert b"Traceback" not in result.stderr

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from store import Lifecycle, LifecycleStoreError, LockTimeoutError, Store, Timestamp
+from store import (
+    MAX_RECORD_BYTES,
+    Lifecycle,
+    LifecycleStoreError,
+    LockTimeoutError,
+    RecordCorruptError,
+    RecordTooLargeError,
+    Store,
+    Timestamp,
+    read_record,
+)
 from store.atomic import TEMP_NAME
+from store.codec import encode
 from tests.processes import lock_held_elsewhere
 
 T0 = Timestamp.parse("2024-01-02T03:04:05.123456789Z")
@@ -192,3 +206,198 @@ def test_record_of_a_root_writer_belongs_to_the_directory_owner(state_dir: Path)
     Store(state_dir).transform(set_started(T0))
     record = (state_dir / "lifecycle.json").stat()
     assert (record.st_uid, record.st_gid) == (1234, 5678)
+
+
+# The size cap: records are read at most MAX_RECORD_BYTES + 1 bytes, and refused past it.
+
+
+def padded_record(size: int) -> bytes:
+    """A valid record of exactly `size` bytes: nerdctl's keys and a big extra key."""
+    head = b'{"started_at":"2024-01-02T03:04:05Z","create_error":false,"pad":"'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_a_record_of_exactly_the_cap_loads_and_transforms(state_dir: Path) -> None:
+    path = state_dir / "lifecycle.json"
+    path.write_bytes(padded_record(MAX_RECORD_BYTES))
+    store = Store(state_dir)
+    assert len(encode(store.load())) == MAX_RECORD_BYTES
+    store.update(create_error=True)
+    assert path.read_bytes() == padded_record(MAX_RECORD_BYTES).replace(b"false", b"true")
+    assert Store(state_dir).snapshot().create_error is True
+
+
+def test_a_60_kib_record_is_read_whole(state_dir: Path) -> None:
+    data = padded_record(60 * 1024)
+    (state_dir / "lifecycle.json").write_bytes(data)
+    record = Store(state_dir).transform(lambda record: None)
+    assert encode(record) == data
+
+
+@pytest.mark.parametrize("size", [MAX_RECORD_BYTES + 1, MAX_RECORD_BYTES + 4096, 1 << 30])
+def test_a_record_over_the_cap_is_refused_unparsed(state_dir: Path, size: int) -> None:
+    path = state_dir / "lifecycle.json"
+    with open(path, "wb") as file:
+        file.write(b"not even JSON")
+        file.truncate(size)  # sparse: a gigabyte costs nothing here, unless read whole
+    for operation in (Store(state_dir).load, Store(state_dir).snapshot):
+        with pytest.raises(RecordTooLargeError) as caught:
+            operation()
+        assert caught.value.errno == errno.EFBIG
+        assert str(path) in str(caught.value)
+        assert str(MAX_RECORD_BYTES) in str(caught.value)
+        assert isinstance(caught.value, LifecycleStoreError)
+        assert not isinstance(caught.value, RecordCorruptError)
+    with pytest.raises(RecordTooLargeError):
+        Store(state_dir).update(create_error=True)
+    assert path.stat().st_size == size
+    assert os.listdir(state_dir) == ["lifecycle.json"]
+
+
+def test_read_record_reads_at_most_one_byte_past_the_cap(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = state_dir / "lifecycle.json"
+    path.write_bytes(padded_record(MAX_RECORD_BYTES) + b" " * 100_000)
+    asked: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, size: int) -> bytes:
+        asked.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", counting_read)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(RecordTooLargeError):
+            read_record(fd, str(path))
+    finally:
+        os.close(fd)
+    assert sum(asked) <= MAX_RECORD_BYTES + 1
+
+
+# What a Store refuses at construction.
+
+
+@pytest.mark.parametrize("path", ["/tmp/a\0b", "/tmp/\ud800", b"/tmp/\0"])
+def test_a_path_no_system_call_takes_is_refused_with_einval(path: str) -> None:
+    with pytest.raises(LifecycleStoreError, match="unusable state directory") as caught:
+        Store(path)
+    assert caught.value.errno == errno.EINVAL
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_a_path_of_undecodable_bytes_is_usable(tmp_path: Path) -> None:
+    name = os.fsencode(str(tmp_path)) + b"/\xff\xfe"
+    os.mkdir(name)
+    Store(name).update(create_error=True)  # type: ignore[arg-type]
+    assert Store(os.fsdecode(name)).load().create_error is True
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf, -math.inf, -1.0, -1e-9])
+def test_a_lock_timeout_that_is_not_finite_seconds_is_refused(
+    state_dir: Path, seconds: float
+) -> None:
+    with pytest.raises(ValueError, match="lock_timeout"):
+        Store(state_dir, lock_timeout=seconds)
+    store = Store(state_dir, lock_timeout=1)
+    with pytest.raises(ValueError, match="lock_timeout"):
+        store.lock_timeout = seconds
+    assert store.lock_timeout == 1
+
+
+def test_a_lock_timeout_of_zero_means_do_not_wait(state_dir: Path) -> None:
+    with lock_held_elsewhere(state_dir), pytest.raises(LockTimeoutError):
+        Store(state_dir, lock_timeout=0).load()
+    assert Store(state_dir, lock_timeout=0).load() == Lifecycle()
+
+
+# Every operation takes nerdctl's lock.
+
+
+@pytest.mark.parametrize("operation", ["load", "delete", "transform"])
+def test_every_operation_waits_for_the_lock(state_dir: Path, operation: str) -> None:
+    Store(state_dir).update(started_at=T0)
+    store = Store(state_dir)
+    run: Callable[[], object] = {
+        "load": store.load,
+        "delete": store.delete,
+        "transform": lambda: store.update(create_error=True),
+    }[operation]
+    finished = threading.Event()
+
+    def act() -> None:
+        run()
+        finished.set()
+
+    with lock_held_elsewhere(state_dir):
+        worker = threading.Thread(target=act)
+        worker.start()
+        assert not finished.wait(timeout=0.3), f"{operation} ran while the lock was held"
+        assert (state_dir / "lifecycle.json").exists()
+    worker.join(timeout=10)
+    assert finished.is_set()
+
+
+# Durability: durable means the data, then the directory; durable=False means no fsync.
+
+
+class FsyncSpy:
+    """Records what each os.fsync was on, and whether the lock was free at that moment."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.calls: list[tuple[str, bool, bytes]] = []
+        self.real = os.fsync
+
+    def __call__(self, fd: int) -> None:
+        kind = "directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        free = lock_is_free(self.state_dir)
+        record = self.state_dir / "lifecycle.json"
+        self.calls.append((kind, free, record.read_bytes() if record.exists() else b""))
+        self.real(fd)
+
+
+def lock_is_free(state_dir: Path) -> bool:
+    probe = subprocess.run(["flock", "--nonblock", str(state_dir), "true"], check=False)
+    return probe.returncode == 0
+
+
+def test_a_durable_transform_syncs_the_data_before_the_rename_then_the_directory(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(state_dir)
+    store.update(create_error=True)
+    before = (state_dir / "lifecycle.json").read_bytes()
+    spy = FsyncSpy(state_dir)
+    monkeypatch.setattr(os, "fsync", spy)
+    store.update(create_error=False)
+    after = (state_dir / "lifecycle.json").read_bytes()
+    assert [(kind, content) for kind, _, content in spy.calls] == [
+        ("file", before),  # the temp file's data, while the old record is still in place
+        ("directory", after),  # then the rename
+    ]
+    assert spy.calls[0][1] is False, "the data must be synced under the lock"
+    assert spy.calls[1][1] is True, "the directory is synced after the lock is released"
+
+
+def test_a_durable_delete_syncs_the_directory(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(state_dir)
+    store.update(create_error=True)
+    spy = FsyncSpy(state_dir)
+    monkeypatch.setattr(os, "fsync", spy)
+    assert store.delete() is True
+    assert [kind for kind, _, _ in spy.calls] == ["directory"]
+
+
+def test_durable_false_never_fsyncs(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(state_dir, durable=False)
+    spy = FsyncSpy(state_dir)
+    monkeypatch.setattr(os, "fsync", spy)
+    store.update(create_error=True)
+    store.update(create_error=False)
+    store.load()
+    store.delete()
+    assert spy.calls == []

@@ -112,3 +112,133 @@ def test_naive_datetime_is_refused() -> None:
 def test_malformed_times_are_refused_with_the_text_named(text: str) -> None:
     with pytest.raises(ValueError, match=r"out of range|not an RFC 3339 time"):
         Timestamp.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [
+        (-1, "1969-12-31T23:59:59+00:00"),
+        (-30, "1969-12-31T23:59:30+00:00"),
+        (-59, "1969-12-31T23:59:01+00:00"),
+        (-60, "1969-12-31T23:59:00-00:01"),
+        (-61, "1969-12-31T23:58:59-00:01"),
+        (59, "1970-01-01T00:00:59+00:00"),
+    ],
+)
+def test_a_sub_minute_offset_takes_the_sign_go_gives_it(offset: int, expected: str) -> None:
+    # Go cuts the offset to whole minutes first, then picks the sign of what is left.
+    assert Timestamp(0, offset=offset).format() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("0000-01-01T00:30:00+01:00", "-0001-12-31T23:30:00Z"),
+        ("0000-01-01T00:00:00.5+00:01", "-0001-12-31T23:59:00.5Z"),
+        ("9999-12-31T23:30:00-01:00", "10000-01-01T00:30:00Z"),
+    ],
+)
+def test_years_outside_rfc3339_print_as_go_prints_them(text: str, utc: str) -> None:
+    in_utc = Timestamp(Timestamp.parse(text).unix_ns)
+    assert in_utc.format_go() == utc
+    with pytest.raises(ValueError, match="outside RFC 3339's range"):
+        in_utc.format()
+    assert str(in_utc) == utc
+
+
+def test_go_format_of_far_years() -> None:
+    year_zero_and_minus_one = (366 + 365) * 86400
+    assert Timestamp.UNSET.shifted(seconds=-year_zero_and_minus_one).format_go() == (
+        "-0001-01-01T00:00:00Z"
+    )
+    last = Timestamp.parse("9999-12-31T23:59:59.5+02:00")
+    assert last.shifted(seconds=2 * 3600).format_go() == "10000-01-01T01:59:59.5+02:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "exists"),
+    [
+        ("1900-02-29T00:00:00Z", False),
+        ("2100-02-29T00:00:00Z", False),
+        ("2000-02-29T00:00:00Z", True),
+        ("2400-02-29T00:00:00Z", True),
+        ("2024-02-29T00:00:00Z", True),
+        ("2023-02-29T00:00:00Z", False),
+        ("0000-02-29T00:00:00Z", True),
+    ],
+)
+def test_february_29_follows_the_gregorian_century_rule(text: str, exists: bool) -> None:
+    if exists:
+        assert Timestamp.parse(text).format() == text
+    else:
+        with pytest.raises(ValueError, match="day out of range"):
+            Timestamp.parse(text)
+
+
+def test_timestamps_are_immutable_and_hashable() -> None:
+    stamp = Timestamp.parse("2024-01-02T03:04:05+01:00")
+    with pytest.raises(AttributeError):
+        stamp.unix_ns = 0
+    with pytest.raises(AttributeError):
+        del stamp.offset
+    assert {stamp: 1}[Timestamp(stamp.unix_ns, 3600)] == 1
+    assert stamp != Timestamp(stamp.unix_ns)
+
+
+def test_a_huge_fraction_is_cut_and_not_kept_anywhere() -> None:
+    from store import timestamp  # noqa: PLC0415 - its caches
+
+    text = "2024-01-02T03:04:05." + "1" * 1_000_000 + "Z"
+    assert Timestamp.parse(text) == Timestamp.parse("2024-01-02T03:04:05.111111111Z")
+    assert all(len(key) <= 64 for key in timestamp._days_cache)
+
+
+@given(text=st.text(max_size=40))
+def test_any_text_parses_or_is_refused_with_value_error(text: str) -> None:
+    try:
+        stamp = Timestamp.parse(text)
+    except ValueError as error:
+        refused: ValueError | None = error
+    else:
+        refused = None
+    if refused is not None:
+        assert str(refused)
+        return
+    assert isinstance(stamp, Timestamp)
+    if abs(stamp.offset) < 86_400:
+        assert Timestamp.parse(stamp.format()) == stamp
+
+
+timestamp_texts = st.builds(
+    lambda date, hour, rest, fraction, zone: f"{date}T{hour}{rest}{fraction}{zone}",
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z"),
+    st.from_regex(r"\A[0-9]{1,2}\Z"),
+    st.from_regex(r"\A:[0-9]{2}:[0-9]{2}\Z"),
+    st.one_of(st.just(""), st.from_regex(r"\A[.,][0-9]{1,12}\Z")),
+    st.one_of(st.just("Z"), st.from_regex(r"\A[+-][0-9]{2}:[0-9]{2}\Z")),
+)
+
+
+@given(text=timestamp_texts)
+def test_rfc3339_shaped_text_follows_gos_ranges(text: str) -> None:
+    date, clock = text.split("T")
+    year, month, day = (int(part) for part in date.split("-"))
+    hour, minute, second = (int(part[:2]) for part in clock.split(":")[:3])
+    zone = clock[-6:] if clock[-1] != "Z" else ""
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    valid = (
+        1 <= month <= 12
+        and 1 <= day <= days[month - 1]
+        and hour <= 23
+        and minute <= 59
+        and second <= 59
+        and (not zone or (int(zone[1:3]) <= 24 and int(zone[4:6]) <= 60))
+    )
+    if not valid:
+        with pytest.raises(ValueError, match="out of range"):
+            Timestamp.parse(text)
+        return
+    stamp = Timestamp.parse(text)
+    offset = 0 if not zone else (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    assert stamp.offset == (-offset if zone.startswith("-") else offset)
