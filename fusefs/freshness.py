@@ -439,6 +439,21 @@ class Freshness:
                     self.notifier.wake(reader.poll)
                     reader.poll = None
 
+    def attributes_changed(self, parts: Parts, *, directory: bool) -> None:
+        """The owner, mode or ACL of directory `parts`, or of container `parts`'s record,
+        changed through the mount: the kernel must ask again (ACLs included)."""
+        if directory:
+            node = self._inodes.find(parts)
+            if node is not None:
+                invalidate_attributes(node.ino)
+            return
+        self._snapshots.pop(parts, None)
+        for name in FILES:
+            node = self._inodes.find((*parts, name))
+            copy = None if node is None else self._copies.get(node.ino)
+            if node is not None and copy is not None:
+                self._invalidate(node.ino, copy)
+
     def _refresh(self, container: Parts) -> None:
         if not any(self._inodes.find((*container, name)) for name in FILES):
             directory = self._inodes.find(container)

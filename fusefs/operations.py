@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -254,8 +254,8 @@ class Operations(pyfuse3.Operations):
         """Attributes of the backing directory, of the record behind a file, of a temp file."""
         return self._attrs(self._node(inode))
 
-    @handler
-    def setattr(
+    @waiting_handler
+    async def setattr(
         self,
         inode: int,
         attr: EntryAttributes,
@@ -263,28 +263,57 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: RequestContext,
     ) -> EntryAttributes:
-        """A temp file takes every change; value files keep their record as it is.
+        """chmod and chown act on the backing directory, or on the record behind a file.
 
-        Truncating a value file leaves the record as it is; owner and mode: EPERM
-        unless they are what they are already.
+        The kernel has checked that the caller may (`default_permissions`). Truncating
+        a value file, or changing its times, leaves the record as it is. A temporary
+        file takes every change.
         """
         node = self._node(inode)
         temp = self._temp(node)
         if temp is not None:
             return self._set_temp_attrs(node, temp, attr, fields)
         current = self._attrs(node)
-        if fields.update_mode or fields.update_uid or fields.update_gid:
-            unchanged = (
-                (
-                    not fields.update_mode
-                    or stat.S_IMODE(attr.st_mode) == stat.S_IMODE(current.st_mode)
-                )
-                and (not fields.update_uid or attr.st_uid == current.st_uid)
-                and (not fields.update_gid or attr.st_gid == current.st_gid)
-            )
-            if not unchanged:
-                raise self._refused()
-        return current
+        mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
+        uid = attr.st_uid if fields.update_uid else -1
+        gid = attr.st_gid if fields.update_gid else -1
+        if mode == stat.S_IMODE(current.st_mode):
+            mode = None
+        if uid == current.st_uid:
+            uid = -1
+        if gid == current.st_gid:
+            gid = -1
+        if mode is None and uid == -1 and gid == -1:
+            return current
+
+        def change(fd: int) -> None:
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            if mode is not None:  # after fchown, which may clear set-id bits
+                os.fchmod(fd, mode)
+
+        await self._change_backing(node, change, ctx)
+        return self._attrs(node)
+
+    async def _change_backing(
+        self, node: Node, change: Callable[[int], None], ctx: RequestContext
+    ) -> None:
+        """Apply `change` to the backing directory of `node`, or to its record (locked)."""
+        if self.options.read_only:
+            raise fail(errno.EROFS)
+        self._source_in_place()
+        if self._is_directory(node.parts):
+            fd = self.view.open_dir(node.parts)
+            try:
+                change(fd)
+            finally:
+                os.close(fd)
+            self.freshness.attributes_changed(node.parts, directory=True)
+            return
+        container = node.parts[:-1]
+        with self.budgets.waiting(ctx.uid) as threads:
+            await self._store(container).achange_record_file(change, limiter=threads)
+        self.freshness.attributes_changed(container, directory=False)
 
     def _set_temp_attrs(
         self, node: Node, temp: TempFile, attr: EntryAttributes, fields: SetattrFields
@@ -325,30 +354,46 @@ class Operations(pyfuse3.Operations):
             raise fail(pyfuse3.ENOATTR)
         return value
 
-    @handler
-    def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RequestContext) -> None:
-        """A temp file keeps the ACL a tool sets (and its mode follows); the rest: EPERM."""
+    @waiting_handler
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RequestContext) -> None:
+        """A POSIX ACL (setfacl) goes to the backing directory or record; other names: EPERM.
+
+        A temp file keeps the ACL a tool sets, and its mode follows.
+        """
         node = self._node(inode)
-        temp = self._temp(node)
-        if temp is None or name.decode(errors="replace") != acl.ACCESS:
+        xattr = name.decode(errors="replace")
+        if xattr not in acl.NAMES:
             raise self._refused()
         try:
             mode, extended = acl.mode_of(value)
         except ValueError:
             raise fail(errno.EINVAL) from None
-        temp.mode = temp.mode & ~0o777 | mode
-        temp.acl = value if extended else None
-        temp.touch(content=False)
+        temp = self._temp(node)
+        if temp is not None:
+            if xattr != acl.ACCESS:
+                raise fail(errno.EACCES)
+            temp.mode = temp.mode & ~0o777 | mode
+            temp.acl = value if extended else None
+            temp.touch(content=False)
+            return
+        if xattr == acl.DEFAULT and not self._is_directory(node.parts):
+            raise fail(errno.EACCES)
+        await self._change_backing(node, lambda fd: os.setxattr(fd, xattr, value), ctx)
 
-    @handler
-    def removexattr(self, inode: int, name: bytes, ctx: RequestContext) -> None:
-        """A temp file's ACL may go; the rest: EPERM."""
-        temp = self._temp(self._node(inode))
-        if temp is None or name.decode(errors="replace") != acl.ACCESS:
+    @waiting_handler
+    async def removexattr(self, inode: int, name: bytes, ctx: RequestContext) -> None:
+        """A POSIX ACL goes from the backing directory or record; other names: EPERM."""
+        node = self._node(inode)
+        xattr = name.decode(errors="replace")
+        if xattr not in acl.NAMES:
             raise self._refused()
-        if temp.acl is None:
-            raise fail(pyfuse3.ENOATTR)
-        temp.acl = None
+        temp = self._temp(node)
+        if temp is not None:
+            if temp.acl is None or xattr != acl.ACCESS:
+                raise fail(pyfuse3.ENOATTR)
+            temp.acl = None
+            return
+        await self._change_backing(node, lambda fd: os.removexattr(fd, xattr), ctx)
 
     @handler
     def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:

@@ -242,6 +242,21 @@ class Store:
         """`update()` for trio."""
         return await self.atransform(_setter(started_at, create_error), limiter=limiter)
 
+    async def achange_record_file(
+        self, change: Callable[[int], object], *, limiter: trio.CapacityLimiter | None = None
+    ) -> None:
+        """Under the lock, let `change` alter the record file itself through a descriptor.
+
+        What the filesystem does for chmod, chown and setfacl on the record: `change`
+        gets a read-only descriptor of `lifecycle.json` to fchmod, fchown or set the
+        ACL of (the contents stay as they are). A missing record is first written unset,
+        as a transform would write it. With `durable`, the change is on disk when this
+        returns. OSError from `change` becomes `LifecycleStoreError` with its errno.
+        """
+        await self._alocked(
+            lambda dir_fd: self._change_locked(dir_fd, change), fsyncs=True, limiter=limiter
+        )
+
     async def adelete(self, *, limiter: trio.CapacityLimiter | None = None) -> bool:
         """`delete()` for trio, cancellable while waiting for the lock."""
         try:
@@ -405,6 +420,35 @@ class Store:
             if record_fd >= 0:
                 _close(record_fd)
         return record
+
+    def _change_locked(self, dir_fd: int, change: Callable[[int], object]) -> None:
+        record_fd = -1
+        try:
+            try:
+                record_fd = _open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
+            except FileNotFoundError:
+                atomic.replace_file(
+                    dir_fd,
+                    RECORD_NAME,
+                    encode(Lifecycle()),
+                    durable=self.durable,
+                    owner=_new_record_owner(dir_fd),
+                    drop_inherited_acl=self._has_default_acl(dir_fd),
+                )
+                if self.durable:
+                    atomic.sync_directory(dir_fd)
+                record_fd = _open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
+            change(record_fd)
+            if self.durable:
+                os.fsync(record_fd)
+        except OSError as error:
+            raise LifecycleStoreError.from_os_error(
+                "cannot change", self._record_path, error
+            ) from error
+        finally:
+            _close(dir_fd)
+            if record_fd >= 0:
+                _close(record_fd)
 
     def _delete_locked(self, dir_fd: int) -> bool:
         try:

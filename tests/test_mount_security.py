@@ -131,6 +131,39 @@ def test_getfacl_through_the_mount_shows_the_backing_acl(
     assert acl(mnt / "default" / "open") == acl(tree / "default" / "open")
 
 
+def test_chmod_chown_and_setfacl_reach_the_backing_files_as_directly(
+    tree: Path, both: tuple[str, str]
+) -> None:
+    mine, record = tree / "users" / "mine", tree / "users" / "mine" / "lifecycle.json"
+    # nobody may change its own record and directory, and not root's: the same both ways.
+    assert same_as_direct(both, 'chmod 640 "$1"/default/open 2>/dev/null; echo $?') == (0, "1\n")
+    changed = as_nobody(
+        'chmod 640 "$1"/users/mine/started_at && chmod 750 "$1"/users/mine'
+        f' && setfacl -m u:{os.getuid()}:r "$1"/users/mine/create_error',
+        [both[1]],
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert (mine.stat().st_mode & 0o777, record.stat().st_mode & 0o777) == (0o750, 0o640)
+    acl = subprocess.run(
+        ["getfacl", "-c", "-n", str(record)], capture_output=True, text=True, check=True
+    )
+    assert f"user:{os.getuid()}:r--" in acl.stdout
+    # What the record keeps, it keeps through the next write.
+    as_nobody('echo true > "$1"/users/mine/create_error', [both[1]])
+    assert record.stat().st_mode & 0o777 == 0o640
+    assert Store(mine).load().create_error is True
+
+
+def test_root_gives_a_record_away_through_the_mount(
+    tree: Path, mount: Callable[..., Mount]
+) -> None:
+    mnt = mount(tree, "--depth", "2").path
+    os.chown(mnt / "default" / "open" / "started_at", NOBODY, NOBODY)
+    record = (tree / "default" / "open" / "lifecycle.json").stat()
+    assert (record.st_uid, record.st_gid) == (NOBODY, NOBODY)
+    assert (mnt / "default" / "open" / "create_error").stat().st_uid == NOBODY
+
+
 def test_mkdir_gives_a_new_directory_to_its_caller_only(tree: Path, both: tuple[str, str]) -> None:
     made = as_nobody('mkdir "$1"/users/new && mkdir "$1"/default/theirs', [both[1]])
     assert made.returncode != 0
