@@ -22,6 +22,7 @@ from store.errors import (
     RecordCorruptError,
     RecordTooLargeError,
 )
+from store.timestamp import Timestamp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 
     import trio
 
-    from store.timestamp import Timestamp
-
     T = TypeVar("T")
+    _Fields: TypeAlias = tuple[Timestamp, bool, tuple[tuple[str, object], ...]]
+
+_UNSET_FIELDS: Final[_Fields] = (Timestamp.UNSET, False, ())
 
 RECORD_NAME: Final = "lifecycle.json"
 DIR_MODE: Final = 0o700
@@ -86,7 +88,7 @@ class Store:
         self.durable = durable
         self.lock_timeout = lock_timeout
         self._open_dir = open_dir
-        self._record = Lifecycle()
+        self._seen: _Fields = _UNSET_FIELDS
         self._fsync_free: bool | None = None
         self._default_acl: bool | None = None
         if create:
@@ -117,17 +119,17 @@ class Store:
     @property
     def record(self) -> Lifecycle:
         """A copy of the record as last loaded or written by this object."""
-        return self._record.copy()
+        return Lifecycle(*self._seen)
 
     @property
     def started_at(self) -> Timestamp:
         """When the container started, as last seen; `Timestamp.UNSET` if it has not."""
-        return self._record.started_at
+        return self._seen[0]
 
     @property
     def create_error(self) -> bool:
         """Whether hook processing failed at create time, as last seen."""
-        return self._record.create_error
+        return self._seen[1]
 
     def create(self) -> None:
         """Create the state directory (mode 0700, parents too) unless it exists."""
@@ -142,8 +144,7 @@ class Store:
 
     def load(self) -> Lifecycle:
         """Read the record under the lock and return it; a missing record is all unset."""
-        self._record = self._load_locked(self._locked_dir())
-        return self._record.copy()
+        return self._saw(self._load_locked(self._locked_dir()))
 
     def snapshot(self) -> Lifecycle:
         """Read the last committed record without taking the lock.
@@ -171,8 +172,7 @@ class Store:
             _close(dir_fd)
             if record_fd >= 0:
                 _close(record_fd)
-        self._record = record
-        return record.copy(), record_stat
+        return self._saw(record), record_stat
 
     def transform(self, fn: Callable[[Lifecycle], object]) -> Lifecycle:
         """Under the lock: load, let `fn` change the record, write it atomically.
@@ -181,8 +181,7 @@ class Store:
         raises, nothing is written and `LifecycleStoreError` is raised from its
         exception. Returns the record as written.
         """
-        self._record = self._transform_locked(self._locked_dir(), fn)
-        return self._record.copy()
+        return self._saw(self._transform_locked(self._locked_dir(), fn))
 
     def update(
         self, *, started_at: Timestamp | None = None, create_error: bool | None = None
@@ -202,7 +201,7 @@ class Store:
             existed = False
         else:
             existed = self._delete_locked(dir_fd)
-        self._record = Lifecycle()
+        self._seen = _UNSET_FIELDS
         return existed
 
     # The trio API -----------------------------------------------------------------------
@@ -215,8 +214,7 @@ class Store:
 
     async def aload(self) -> Lifecycle:
         """`load()` for trio: waits on the loop, cancellable; never uses a thread."""
-        self._record = await self._alocked(self._load_locked, fsyncs=False, limiter=None)
-        return self._record.copy()
+        return self._saw(await self._alocked(self._load_locked, fsyncs=False, limiter=None))
 
     async def atransform(
         self, fn: Callable[[Lifecycle], object], *, limiter: trio.CapacityLimiter | None = None
@@ -227,10 +225,11 @@ class Store:
         durable and fsync is not free where the record lives. A cancelled wait never
         leaves the lock held and writes nothing.
         """
-        self._record = await self._alocked(
-            lambda dir_fd: self._transform_locked(dir_fd, fn), fsyncs=True, limiter=limiter
+        return self._saw(
+            await self._alocked(
+                lambda dir_fd: self._transform_locked(dir_fd, fn), fsyncs=True, limiter=limiter
+            )
         )
-        return self._record.copy()
 
     async def aupdate(
         self,
@@ -263,8 +262,13 @@ class Store:
             existed = await self._alocked(self._delete_locked, fsyncs=True, limiter=limiter)
         except _MissingStateDirError:
             existed = False
-        self._record = Lifecycle()
+        self._seen = _UNSET_FIELDS
         return existed
+
+    def _saw(self, record: Lifecycle) -> Lifecycle:
+        """Remember `record`'s fields as the last seen, and return it (the caller's own)."""
+        self._seen = (record.started_at, record.create_error, record.extra)
+        return record
 
     # Opening and locking ----------------------------------------------------------------
 

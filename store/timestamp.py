@@ -176,8 +176,8 @@ class Timestamp:
         """Whether this is Go's zero time, nerdctl's "never started"."""
         return self.unix_ns == _ZERO_UNIX_NS
 
-    @classmethod
-    def parse(cls, text: str) -> Timestamp:
+    @staticmethod
+    def parse(text: str) -> Timestamp:
         """Parse RFC 3339 as nerdctl's reader does; raise ValueError naming the problem.
 
         Accepted beyond strict RFC 3339, because Go's parser accepts them and nerdctl
@@ -186,7 +186,34 @@ class Timestamp:
         UTC. Rejected: lowercase `t`/`z`, a space separator, a missing or colon-less
         offset, a leap second and dates that do not exist (`1900-02-29`).
         """
-        return _parse(text)
+        match = (_rfc3339 or _pattern()).fullmatch(text)
+        if match is None:
+            _refuse(text, "not an RFC 3339 time")
+        year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = (
+            match.groups()
+        )
+        days = _days_cache.get(text[:10])
+        if days is None:
+            days = _days(text[:10], year, month, day, text)
+        h, m, s = int(hour), int(minute), int(second)
+        if h > 23 or m > 59 or s > 59:
+            _refuse(text, "time of day out of range in")
+        seconds = days * _SECONDS_PER_DAY + h * 3600 + m * 60 + s
+        if sign is not None:
+            hours, minutes = int(zone_hours), int(zone_minutes)
+            if hours > 24 or minutes > 60:
+                _refuse(text, "UTC offset out of range in")
+            offset = hours * 3600 + minutes * 60
+            if sign == "-":
+                offset = -offset
+            seconds -= offset
+        else:
+            offset = 0
+        unix_ns = seconds * _NS_PER_SECOND
+        if fraction:
+            digits = fraction[:9]
+            unix_ns += int(digits) * _FRACTION_SCALE[len(digits)]
+        return _new(unix_ns, offset)
 
     def format(self) -> str:
         """RFC 3339 with nanoseconds, byte for byte as Go's `json.Marshal` writes it.
@@ -257,37 +284,6 @@ class Timestamp:
         return datetime(1970, 1, 1, tzinfo=UTC).astimezone(zone) + timedelta(
             microseconds=self.unix_ns // 1000
         )
-
-
-def _parse(text: str) -> Timestamp:
-    match = (_rfc3339 or _pattern()).fullmatch(text)
-    if match is None:
-        _refuse(text, "not an RFC 3339 time")
-    year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = (
-        match.groups()
-    )
-    days = _days_cache.get(text[:10])
-    if days is None:
-        days = _days(text[:10], year, month, day, text)
-    h, m, s = int(hour), int(minute), int(second)
-    if h > 23 or m > 59 or s > 59:
-        _refuse(text, "time of day out of range in")
-    seconds = days * _SECONDS_PER_DAY + h * 3600 + m * 60 + s
-    if sign is not None:
-        hours, minutes = int(zone_hours), int(zone_minutes)
-        if hours > 24 or minutes > 60:
-            _refuse(text, "UTC offset out of range in")
-        offset = hours * 3600 + minutes * 60
-        if sign == "-":
-            offset = -offset
-        seconds -= offset
-    else:
-        offset = 0
-    unix_ns = seconds * _NS_PER_SECOND
-    if fraction:
-        digits = fraction[:9]
-        unix_ns += int(digits) * _FRACTION_SCALE[len(digits)]
-    return _new(unix_ns, offset)
 
 
 def _new(unix_ns: int, offset: int) -> Timestamp:
