@@ -24,9 +24,11 @@ mount or this one. The rules that keep every answer right:
   attribute reply; and the reported mtime always moves when the value does, so that
   the kernel drops pages of an older value itself (it does when size or mtime change).
 - A write through the mount makes the kernel change the size itself (O_TRUNC empties
-  it, a write extends it). While a file has writers, readers are served without the
-  page cache (direct I/O: exactly the snapshot of their open, whatever the size);
-  a writer waits (briefly) for readers that just opened from the cache to finish.
+  it, a write extends it), and several processes' attribute replies reach the kernel
+  in no particular order. So a container that changed within the last second, or has
+  a writer, is read without the page cache (direct I/O: exactly the snapshot of each
+  open, whatever the size); a writer waits (briefly) for readers that just opened
+  from the cache. The page cache serves the common case: a value that stays put.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ _GONE_SELF: Final = inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_U
 _ENTRY_GONE: Final = inotify.IN_DELETE | inotify.IN_MOVED_FROM
 _ENTRY_CHANGED: Final = _ENTRY_GONE | inotify.IN_CREATE | inotify.IN_MOVED_TO
 _BATCH_SECONDS: Final = 0.005
+_BUSY_SECONDS: Final = 1.0
+"""After a change, a container's files are read without the page cache for this long.
+The kernel takes a file's size and its pages in separate steps; while a value keeps
+changing, readers racing those steps could see one value's bytes in another's size."""
 _WRITER_WAITS_SECONDS: Final = 0.1
 """How long a writer waits for readers that opened from the page cache just before it."""
 _POLL_READY: Final = select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
@@ -156,6 +162,8 @@ class Freshness:
         """What the kernel holds of each of our file inodes."""
         self._snapshots: dict[Parts, Snapshot] = {}
         """The records of watched containers, as read since their last event."""
+        self._busy_until: dict[Parts, float] = {}
+        """Containers that changed a moment ago, and until when they count as busy."""
         self._listings: dict[Parts, list[bytes]] = {}
         """The entries of watched level directories, as listed since their last change."""
         self._watch_limit_logged = False
@@ -312,14 +320,17 @@ class Freshness:
         """A reader opened `handle`'s file: how the kernel may serve its reads.
 
         None: without the page cache (direct I/O); only a `cacheable` file of a
-        watched container without writers uses it. Otherwise whether the kernel may
+        watched container that is quiet (no writer, no change for a second) uses it.
+        Otherwise whether the kernel may
         keep the pages it holds: if the value differs from the one they stand for, its
         attributes are invalidated now (before the open is answered) and the pages
         must go (`keep_cache=False`).
         """
-        handle.opened_at = trio.current_time()
+        handle.opened_at = now = trio.current_time()
+        container = handle.node.parts[:-1]
         copy = self._copy(handle.node.ino)
-        if not (cacheable and copy.writers == 0 and self.kept_fresh(handle.node.parts[:-1])):
+        quiet = self._busy_until.get(container, 0.0) <= now
+        if not (cacheable and quiet and copy.writers == 0 and self.kept_fresh(container)):
             if copy.direct_readers is None:
                 copy.direct_readers = set()
             copy.direct_readers.add(handle)
@@ -353,6 +364,12 @@ class Freshness:
                 copy.direct_readers = None
         self._tidy(ino, copy)
 
+    def _busy(self, container: Parts) -> None:
+        now = trio.current_time()
+        if len(self._busy_until) >= _CACHED_RECORDS:
+            self._busy_until = {c: t for c, t in self._busy_until.items() if t > now}
+        self._busy_until[container] = now + _BUSY_SECONDS
+
     async def opened_for_writing(self, ino: int) -> None:
         """A writer opens file `ino`: readers go without the page cache while it writes.
 
@@ -363,6 +380,9 @@ class Freshness:
         copy = self._copy(ino)
         copy.writers += 1
         copy.value, copy.attrs_valid = None, False
+        node = self._inodes.find_ino(ino)
+        if node is not None:
+            self._busy(node.parts[:-1])
 
         def just_opened() -> bool:
             now = trio.current_time()
@@ -418,6 +438,7 @@ class Freshness:
         itself, and keeps its mode, so that the writer's next open needs no request.
         """
         self._snapshots.pop(container, None)
+        self._busy(container)
         directory = self._inodes.find(container)
         if directory is not None:
             invalidate_attributes(directory.ino)

@@ -29,7 +29,8 @@ import pyfuse3
 import trio
 
 from fusefs import mountlock
-from fusefs.operations import MountOptions, Operations
+from fusefs.changes import MountOptions
+from fusefs.operations import Operations
 from fusefs.view import View
 
 log = logging.getLogger("lifecyclefs")
@@ -64,9 +65,18 @@ class MountRequest:
     """Generic mount flags for the kernel (`nodev`, `noexec`...), as `-o` gives them."""
 
 
+def _usable(path: str, what: str) -> str:
+    """`path`, resolved; MountError when no system call can take it (a NUL, a lone surrogate)."""
+    try:
+        os.fsencode(path)
+        return os.path.realpath(path)
+    except (ValueError, UnicodeError):
+        raise MountError(f"{what} {path!r} is not a usable path") from None
+
+
 def _check(request: MountRequest) -> None:
-    source = os.path.realpath(request.source)
-    mountpoint = os.path.realpath(request.mountpoint)
+    source = _usable(request.source, "source")
+    mountpoint = _usable(request.mountpoint, "mount point")
     if not os.path.exists("/dev/fuse"):
         raise MountError("no /dev/fuse on this machine: load the fuse kernel module")
     if not os.path.isdir(source):

@@ -13,12 +13,10 @@ temporary file renamed over a value file commits its content the same way.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import pyfuse3
@@ -27,35 +25,23 @@ from pyfuse3 import EntryAttributes, FileInfo, RequestContext, SetattrFields
 
 from fusefs import acl, attributes
 from fusefs.budgets import MAX_PINNED_BYTES, Budgets
-from fusefs.errors import CorruptRecords, fail, handler, shown, waiting_handler
+from fusefs.changes import Changes, MountOptions
+from fusefs.errors import CorruptRecords, fail, handler, waiting_handler
 from fusefs.files import FILES, ContainerFile
 from fusefs.freshness import UNWATCHED, Freshness, Snapshot, invalidate_attributes
 from fusefs.handles import DirHandle, HandleTable, ReadHandle, TempHandle, WriteHandle
-from fusefs.identity import caller_groups
 from fusefs.inodes import InodeTable, Node
 from fusefs.tempfiles import TempFile, TempFiles
 from fusefs.view import Parts, View, is_visible
-from store import Store
 from store.record import RECORD_NAME
-from store.values import MAX_VALUE_BYTES, decode_value
 
 log = logging.getLogger("lifecyclefs")
 
-_STORES_KEPT: Final = 4096
 RECORD: Final = RECORD_NAME.encode()
 _LISTING_ENTRY_BYTES: Final = 256
 """What one entry of an open listing costs, counted against its user's budget."""
 _EXPIRY_SECONDS: Final = 5.0
 _POLL_READY: Final = 0x145  # POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
-
-
-@dataclass(frozen=True, slots=True)
-class MountOptions:
-    """How the mount behaves: read-only, durable writes, how long a write waits."""
-
-    read_only: bool = False
-    durable: bool = True
-    lock_timeout: float | None = 10.0
 
 
 class Operations(pyfuse3.Operations):
@@ -74,9 +60,8 @@ class Operations(pyfuse3.Operations):
         self.temps = TempFiles(self.budgets)
         self.freshness = Freshness(view, self.inodes)
         self.corrupt = CorruptRecords()
-        self._stores: dict[Parts, Store] = {}
+        self.changes = Changes(view, options, self.budgets, self.freshness)
         self._temp_of: dict[int, TempFile] = {}
-        self._source_gone_logged = False
         self.freshness.watch(())
 
     # Life ---------------------------------------------------------------------------
@@ -121,31 +106,6 @@ class Operations(pyfuse3.Operations):
         if gone is not None:
             self.freshness.forget(gone)
             self._temp_of.pop(gone.ino, None)
-
-    def _store(self, container: Parts) -> Store:
-        store = self._stores.get(container)
-        if store is None:
-            if len(self._stores) >= _STORES_KEPT:
-                self._stores.clear()
-            store = self._stores[container] = Store(
-                self.view.display_path(container),
-                open_dir=functools.partial(self.view.open_dir, container),
-                durable=self.options.durable,
-                lock_timeout=self.options.lock_timeout,
-            )
-        return store
-
-    def _source_in_place(self) -> None:
-        """ESTALE (and one log line) once SOURCE is no longer where it was mounted from."""
-        if self.view.source_in_place():
-            return
-        if not self._source_gone_logged:
-            self._source_gone_logged = True
-            log.error(
-                "%s was moved, removed or unmounted: refusing every change from now on",
-                self.view.given_source,
-            )
-        raise fail(errno.ESTALE)
 
     def _temp(self, node: Node) -> TempFile | None:
         """The temporary file `node` is, if it is one."""
@@ -298,22 +258,11 @@ class Operations(pyfuse3.Operations):
     async def _change_backing(
         self, node: Node, change: Callable[[int], None], ctx: RequestContext
     ) -> None:
-        """Apply `change` to the backing directory of `node`, or to its record (locked)."""
-        if self.options.read_only:
-            raise fail(errno.EROFS)
-        self._source_in_place()
+        """Apply `change` to the backing directory of `node`, or to its record."""
         if self._is_directory(node.parts):
-            fd = self.view.open_dir(node.parts)
-            try:
-                change(fd)
-            finally:
-                os.close(fd)
-            self.freshness.attributes_changed(node.parts, directory=True)
-            return
-        container = node.parts[:-1]
-        with self.budgets.waiting(ctx.uid) as threads:
-            await self._store(container).achange_record_file(change, limiter=threads)
-        self.freshness.attributes_changed(container, directory=False)
+            self.changes.change_directory(node.parts, change)
+        else:
+            await self.changes.change_record(node.parts[:-1], change, ctx.uid)
 
     def _set_temp_attrs(
         self, node: Node, temp: TempFile, attr: EntryAttributes, fields: SetattrFields
@@ -516,9 +465,8 @@ class Operations(pyfuse3.Operations):
             raise self._refused()
         if not is_visible(name):
             raise fail(errno.EINVAL)
-        self._source_in_place()
         parts = (*parent.parts, name)
-        st = self.view.make_dir(parts, ctx.uid, ctx.gid, caller_groups(ctx.pid))
+        st = self.changes.make_directory(parts, ctx.uid, ctx.gid, ctx.pid)
         invalidate_attributes(parent_inode)
         return self._dir_attrs(self._remember(parts).ino, parts, st)
 
@@ -586,38 +534,10 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EBADF)
         if off != 0:
             raise fail(errno.ESPIPE)
-        await self._commit(handle.node.parts[:-1], handle.file, buf, handle.uid, handle.node.ino)
+        await self.changes.commit(
+            handle.node.parts[:-1], handle.file, buf, handle.uid, handle.node.ino
+        )
         return len(buf)
-
-    async def _commit(
-        self,
-        container: Parts,
-        file: ContainerFile,
-        data: bytes,
-        uid: int,
-        written: int | None = None,
-    ) -> None:
-        """Commit `data` as `file`'s new value: EFBIG, EINVAL, ESTALE, EBUSY or the store's.
-
-        `written` is the inode written through, if the value came by a write.
-        """
-        if len(data) > MAX_VALUE_BYTES:
-            raise fail(errno.EFBIG)
-        assert file.parse is not None, "only value files take values"
-        try:
-            update = file.parse(decode_value(data))
-        except ValueError as error:
-            log.debug(
-                "refused %s for %s: %s",
-                shown(data),
-                self.view.display_path(container),
-                shown(str(error)),
-            )
-            raise fail(errno.EINVAL) from None
-        self._source_in_place()
-        with self.budgets.waiting(uid) as threads:
-            record = await self._store(container).atransform(update, limiter=threads)
-        self.freshness.record_changed(container, record, written=written)
 
     @handler
     def release(self, fh: int) -> None:
@@ -738,7 +658,7 @@ class Operations(pyfuse3.Operations):
             raise self._refused()
         if flags & pyfuse3.RENAME_NOREPLACE:
             raise fail(errno.EEXIST)
-        await self._commit(new_parent.parts, file, bytes(temp.data), ctx.uid)
+        await self.changes.commit(new_parent.parts, file, bytes(temp.data), ctx.uid)
         self.temps.remove(temp)
         if node is not None:
             self.inodes.make_alias(node, new_parts)
