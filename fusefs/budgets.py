@@ -19,6 +19,7 @@ import trio
 
 from fusefs.errors import fail
 
+_IDLE_USERS_KEPT: Final = 1024
 MAX_HANDLES: Final = 16_384
 """Open files and directories per user; beyond: EMFILE."""
 MAX_PINNED_BYTES: Final = 8 << 20
@@ -80,9 +81,9 @@ class Budgets:
         return budget
 
     def _tidy(self, uid: int) -> None:
-        budget = self._users.get(uid)
-        if budget is not None and budget.idle:
-            del self._users[uid]
+        # Idle entries stay (a user's next open needs one again) until there are many.
+        if len(self._users) > _IDLE_USERS_KEPT:
+            self._users = {u: b for u, b in self._users.items() if not b.idle or u == uid}
 
     def open_handle(self, uid: int, pinned: int) -> None:
         """Count a new handle pinning `pinned` bytes; EMFILE or ENOMEM past the limits."""

@@ -37,6 +37,7 @@ import errno
 import logging
 import os
 import select
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -46,7 +47,7 @@ import trio
 
 from fusefs import inotify
 from fusefs.attributes import FileMeta, Timeouts
-from fusefs.files import FILES
+from fusefs.files import FILES, ContainerFile
 from fusefs.handles import ReadHandle
 from fusefs.inodes import InodeTable, Node
 from fusefs.notify import KernelNotifier
@@ -67,8 +68,30 @@ _CACHED_RECORDS: Final = 20_000
 _LISTED_NAMES: Final = 100_000
 """Names of listings kept, over all directories."""
 
-Snapshot = tuple[Lifecycle, FileMeta | None]
-"""A record and what attributes show of its file (None when there is no record)."""
+
+class Snapshot:
+    """A record as last committed, what attributes show of its file, and its rendered values.
+
+    Kept for every watched container the kernel knows: rendering each file once per
+    change (not once per open) is part of what makes a `cat` cheap.
+    """
+
+    __slots__ = ("_values", "meta", "record")
+
+    def __init__(self, record: Lifecycle, meta: FileMeta | None) -> None:
+        self.record = record
+        self.meta = meta
+        """None when there is no record."""
+        self._values: dict[bytes, bytes] = {}
+
+    def value(self, file: ContainerFile) -> bytes:
+        """`file` rendered from this record."""
+        value = self._values.get(file.name)
+        if value is None:
+            value = self._values[file.name] = file.render(self.record)
+        return value
+
+
 _SELF_EVENTS: Final = (
     inotify.IN_ATTRIB | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_ONLYDIR
 )
@@ -128,8 +151,8 @@ class _KernelCopy:
     attrs_valid: bool = False
     """It holds attributes it was not told to drop (so it sends no attribute request)."""
     writers: int = 0
-    cached_readers: set[ReadHandle] | None = None
-    direct_readers: set[ReadHandle] | None = None
+    cached_readers: list[ReadHandle] | None = None
+    direct_readers: list[ReadHandle] | None = None
     reader_gone: trio.Event | None = None
 
     @property
@@ -156,6 +179,8 @@ class Freshness:
         self._inodes = inodes
         self.notifier = KernelNotifier()
         self._inotify = inotify.Inotify()
+        self._queued = select.poll()
+        self._queued.register(self._inotify.fileno(), select.POLLIN)
         self._wd_parts: dict[int, Parts] = {}
         self._watched: dict[Parts, int] = {}
         self._copies: dict[int, _KernelCopy] = {}
@@ -241,7 +266,7 @@ class Freshness:
 
     def _read(self, container: Parts) -> Snapshot:
         record, st = self._view.read_record(container)
-        snapshot = (record, None if st is None else FileMeta.of(st))
+        snapshot = Snapshot(record, None if st is None else FileMeta.of(st))
         if container in self._watched and (st is None or st.st_size <= _CACHED_RECORD_BYTES):
             if len(self._snapshots) >= _CACHED_RECORDS:
                 self._snapshots.clear()
@@ -262,10 +287,9 @@ class Freshness:
         self._listings[parts] = names
 
     def drain(self) -> None:
-        """Act on what inotify has queued now."""
-        events = self._inotify.read()
-        if events:
-            self.handle(events)
+        """Act on what inotify has queued now (cheap when nothing is: no exception)."""
+        if self._queued.poll(0):
+            self.handle(self._inotify.read())
 
     def timeouts(self, directory: Parts) -> Timeouts:
         """How long the kernel may keep entries and attributes of (or in) `directory`."""
@@ -326,19 +350,19 @@ class Freshness:
         attributes are invalidated now (before the open is answered) and the pages
         must go (`keep_cache=False`).
         """
-        handle.opened_at = now = trio.current_time()
+        handle.opened_at = now = time.monotonic()
         container = handle.node.parts[:-1]
         copy = self._copy(handle.node.ino)
         quiet = self._busy_until.get(container, 0.0) <= now
         if not (cacheable and quiet and copy.writers == 0 and self.kept_fresh(container)):
             if copy.direct_readers is None:
-                copy.direct_readers = set()
-            copy.direct_readers.add(handle)
+                copy.direct_readers = []
+            copy.direct_readers.append(handle)
             return None
         handle.cached = True
         if copy.cached_readers is None:
-            copy.cached_readers = set()
-        copy.cached_readers.add(handle)
+            copy.cached_readers = []
+        copy.cached_readers.append(handle)
         if copy.value == handle.data:
             return True
         self._invalidate(handle.node.ino, copy)
@@ -352,20 +376,16 @@ class Freshness:
         if copy is None:
             return
         if handle.cached and copy.cached_readers is not None:
-            copy.cached_readers.discard(handle)
+            copy.cached_readers.remove(handle)
             if copy.reader_gone is not None:
                 copy.reader_gone.set()
                 copy.reader_gone = None
-            if not copy.cached_readers:
-                copy.cached_readers = None
         elif copy.direct_readers is not None:
-            copy.direct_readers.discard(handle)
-            if not copy.direct_readers:
-                copy.direct_readers = None
+            copy.direct_readers.remove(handle)
         self._tidy(ino, copy)
 
     def _busy(self, container: Parts) -> None:
-        now = trio.current_time()
+        now = time.monotonic()
         if len(self._busy_until) >= _CACHED_RECORDS:
             self._busy_until = {c: t for c, t in self._busy_until.items() if t > now}
         self._busy_until[container] = now + _BUSY_SECONDS
@@ -385,7 +405,7 @@ class Freshness:
             self._busy(node.parts[:-1])
 
         def just_opened() -> bool:
-            now = trio.current_time()
+            now = time.monotonic()
             return any(
                 now - reader.opened_at < _WRITER_WAITS_SECONDS
                 for reader in copy.cached_readers or ()
@@ -412,10 +432,9 @@ class Freshness:
         """
         container = handle.node.parts[:-1]
         try:
-            record, _ = self.snapshot(container)
+            value = self.snapshot(container).value(handle.file)
         except (OSError, LifecycleStoreError):
             return _POLL_CHANGED  # a read will tell what went wrong
-        value = handle.file.render(record)
         if value != (handle.latest if handle.latest is not None else handle.data):
             handle.latest = value
         if handle.latest is not None and handle.latest != handle.data:
@@ -483,7 +502,7 @@ class Freshness:
             return
         self._snapshots.pop(container, None)
         try:
-            record: Lifecycle | None = self._read(container)[0]
+            record: Lifecycle | None = self._read(container).record
         except (OSError, LifecycleStoreError):
             record = None
         self.record_changed(container, record)
@@ -499,7 +518,7 @@ class Freshness:
             node.parts[:-1] for node in self._inodes.nodes() if len(node.parts) > self._view.depth
         }:
             try:
-                record: Lifecycle | None = self._read(container)[0]
+                record: Lifecycle | None = self._read(container).record
             except (OSError, LifecycleStoreError):
                 record = None
             self.record_changed(container, record)

@@ -134,8 +134,8 @@ class Operations(pyfuse3.Operations):
         file: ContainerFile,
         snapshot: Snapshot,
     ) -> EntryAttributes:
-        record, meta = snapshot
-        data = file.render(record)
+        meta = snapshot.meta
+        data = snapshot.value(file)
         dir_stat = self.view.stat_dir(container) if meta is None else None
         writable = file.writable and not self.options.read_only
         attrs = attributes.value_file(
@@ -496,10 +496,10 @@ class Operations(pyfuse3.Operations):
             await self.freshness.opened_for_writing(inode)
             return FileInfo(fh=fh, direct_io=True)
         container = node.parts[:-1]
-        record, _ = self.freshness.snapshot(container)
+        data = self.freshness.snapshot(container).value(file)
         if self.corrupt:
             self.corrupt.forget(self.view.display_path((*container, RECORD)))
-        handle = ReadHandle(node, file, file.render(record), ctx.uid)
+        handle = ReadHandle(node, file, data, ctx.uid)
         fh = self.handles.add_file(handle)
         keep = self.freshness.opened_for_reading(handle, cacheable=file.writable)
         if keep is None:  # lifecycle.json (it may span pages), or a file being written
@@ -513,8 +513,8 @@ class Operations(pyfuse3.Operations):
         if isinstance(handle, TempHandle):
             return bytes(handle.temp.data[off : off + size])
         if isinstance(handle, WriteHandle):
-            record, _ = self.freshness.snapshot(handle.node.parts[:-1])
-            return handle.file.render(record)[off : off + size]
+            snapshot = self.freshness.snapshot(handle.node.parts[:-1])
+            return snapshot.value(handle.file)[off : off + size]
         if off == 0 and handle.latest is not None:
             handle.data, handle.latest = handle.latest, None
         return handle.data[off : off + size]
