@@ -125,3 +125,58 @@ def test_a_read_only_mount_shows_no_write_permission(
     for path in (mnt, mnt / "c1", mnt / "c1" / "create_error", mnt / "c1" / "started_at"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path
     assert stat.S_IMODE((mnt / "c1").stat().st_mode) == 0o555
+
+
+def test_a_filesystem_mounted_inside_source_is_never_entered(
+    mount: Callable[..., Mount], source: Path, tmp_path: Path
+) -> None:
+    inner = source / "c2"
+    inner.mkdir()
+    subprocess.run(
+        ["mount", "-n", "-t", "tmpfs", "-o", "size=64k", "lifecyclefs-test", str(inner)],
+        check=True,
+    )
+    try:
+        Store(inner, create=True).update(started_at=T0)  # a record on the other filesystem
+        mnt = mount(source).path
+        assert (mnt / "c1" / "started_at").read_text() == f"{T0}\n"
+        with pytest.raises(OSError, match=r"Invalid cross-device|No such file"):
+            (mnt / "c2" / "started_at").read_text()
+        with pytest.raises(OSError, match=r"Invalid cross-device|No such file"):
+            (mnt / "c2" / "create_error").write_text("true\n")
+        assert Store(inner).load().create_error is False
+    finally:
+        subprocess.run(["umount", "-n", str(inner)], check=True)
+
+
+def test_writes_stop_once_sources_filesystem_is_unmounted(
+    tiny_tmpfs: Path, mount: Callable[..., Mount]
+) -> None:
+    live = mount(tiny_tmpfs)
+    Store(tiny_tmpfs / "c1", create=True).update(started_at=T0)
+    assert (live.path / "c1" / "started_at").read_text() == f"{T0}\n"
+    subprocess.run(["umount", "-n", "--lazy", str(tiny_tmpfs)], check=True)
+    try:
+        with pytest.raises(OSError, match="Stale file handle"):
+            (live.path / "c1" / "create_error").write_text("true\n")
+    finally:
+        # The fixture unmounts it again: give it something mounted there.
+        subprocess.run(
+            ["mount", "-n", "-t", "tmpfs", "-o", "size=64k", "lifecyclefs-test", str(tiny_tmpfs)],
+            check=True,
+        )
+
+
+def test_a_record_over_64_kib_is_file_too_large_through_the_mount(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    record = source / "c1" / "lifecycle.json"
+    record.write_text('{"create_error":true,"pad":"' + "x" * 70_000 + '"}')
+    mnt = mount(source).path
+    for name in ("started_at", "lifecycle.json"):
+        with pytest.raises(OSError, match="too large") as caught:
+            (mnt / "c1" / name).read_text()
+        assert caught.value.errno == errno.EFBIG
+    with pytest.raises(OSError, match="too large"):
+        (mnt / "c1" / "create_error").write_text("false\n")
+    assert record.read_text().startswith('{"create_error":true,"pad":"xxx')

@@ -1,0 +1,125 @@
+"""What one user may hold of the daemon, and how long tools' temporary files live.
+
+These bounds keep one user from starving the others (see `fusefs.budgets`); each is
+checked here at its limit, with the errno a user then sees.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+
+import pytest
+from pyfuse3 import FUSEError
+
+from fusefs import budgets, tempfiles
+from fusefs.budgets import Budgets
+from fusefs.tempfiles import TempFiles
+
+ALICE, BOB = 1000, 1001
+C1 = (b"c1",)
+
+
+def errno_of(caught: pytest.ExceptionInfo[FUSEError]) -> int:
+    return caught.value.errno
+
+
+def test_open_handles_are_bounded_per_user() -> None:
+    held = Budgets()
+    for _ in range(budgets.MAX_HANDLES):
+        held.open_handle(ALICE, 0)
+    with pytest.raises(FUSEError) as caught:
+        held.open_handle(ALICE, 0)
+    assert errno_of(caught) == errno.EMFILE
+    held.open_handle(BOB, 0)  # another user is not affected
+    held.close_handle(ALICE, 0)
+    held.open_handle(ALICE, 0)
+
+
+def test_memory_pinned_by_handles_is_bounded_per_user() -> None:
+    held = Budgets()
+    big = budgets.MAX_PINNED_BYTES // 4
+    for _ in range(3):
+        held.open_handle(ALICE, big)
+    with pytest.raises(FUSEError) as caught:
+        held.open_handle(ALICE, big)
+    assert errno_of(caught) == errno.ENOMEM
+    held.open_handle(BOB, big)
+
+
+def test_waiting_requests_are_bounded_per_user() -> None:
+    held = Budgets()
+    waits = [held.waiting(ALICE) for _ in range(budgets.MAX_WAITING)]
+    for wait in waits:
+        wait.__enter__()
+    with pytest.raises(FUSEError) as caught, held.waiting(ALICE):
+        pass
+    assert errno_of(caught) == errno.EBUSY
+    with held.waiting(BOB) as threads:
+        assert threads.total_tokens == budgets.THREADS
+    waits[0].__exit__(None, None, None)
+    with held.waiting(ALICE):
+        pass
+
+
+def test_temporary_files_are_bounded_per_user_and_per_container() -> None:
+    temps = TempFiles(Budgets())
+    containers = [(b"c%d" % index,) for index in range(budgets.MAX_TEMP_FILES)]
+    for container in containers:
+        temps.create(container, b"t", ALICE, ALICE, 0o600)
+    with pytest.raises(FUSEError) as per_user:
+        temps.create((b"more",), b"t", ALICE, ALICE, 0o600)
+    assert errno_of(per_user) == errno.EDQUOT
+    for index in range(tempfiles.MAX_PER_CONTAINER - 1):
+        temps.create(containers[0], b"u%d" % index, BOB, BOB, 0o600)
+    with pytest.raises(FUSEError) as per_container:
+        temps.create(containers[0], b"v", BOB, BOB, 0o600)
+    assert errno_of(per_container) == errno.ENOSPC
+
+
+def test_temporary_bytes_are_bounded_per_user() -> None:
+    temps = TempFiles(Budgets())
+    chunk = b"x" * tempfiles.MAX_FILE_BYTES
+    for index in range(budgets.MAX_TEMP_BYTES // tempfiles.MAX_FILE_BYTES):
+        temps.write(temps.create((b"c%d" % index,), b"t", ALICE, ALICE, 0o600), 0, chunk)
+    last = temps.create((b"last",), b"t", ALICE, ALICE, 0o600)
+    with pytest.raises(FUSEError) as caught:
+        temps.write(last, 0, b"x")
+    assert errno_of(caught) == errno.EDQUOT
+    with pytest.raises(FUSEError) as too_big:
+        temps.write(temps.create((b"bob",), b"t", BOB, BOB, 0o600), tempfiles.MAX_FILE_BYTES, b"x")
+    assert errno_of(too_big) == errno.EFBIG
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The monotonic clock, moved by hand: [now]."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    return now
+
+
+def test_a_closed_temporary_file_goes_after_its_idle_time(clock: list[float]) -> None:
+    temps = TempFiles(Budgets())
+    open_one, closed = (
+        temps.create(C1, b"open", ALICE, ALICE, 0o600),
+        temps.create(C1, b"closed", ALICE, ALICE, 0o600),
+    )
+    temps.opened(open_one)
+    temps.opened(closed)
+    temps.closed(closed)
+    clock[0] += tempfiles.IDLE_SECONDS - 1
+    assert temps.expired() == []
+    clock[0] += 2
+    assert temps.expired() == [closed]
+    assert temps.get(C1, b"closed") is None
+    assert temps.get(C1, b"open") is open_one, "a file still open went"
+
+
+def test_an_unlinked_value_files_name_is_free_for_a_moment_only(clock: list[float]) -> None:
+    temps = TempFiles(Budgets())
+    temps.unlink_value_file(C1, b"started_at", ALICE)
+    assert temps.value_file_unlinked(C1, b"started_at", ALICE)
+    assert not temps.value_file_unlinked(C1, b"started_at", BOB)
+    clock[0] += tempfiles.UNLINKED_SECONDS + 1
+    assert not temps.value_file_unlinked(C1, b"started_at", ALICE), "it did not come back"
