@@ -2,10 +2,11 @@
 
 `scripts/soak` prints the figures the README quotes:
 
-- load: 16 writers and 16 readers through the mount, and nerdctl-style raw writers
-  (flock, read, temp file, rename, as nerdctl's Go code does) on the same containers,
-  for 60 s. Raw writers add one second to `started_at` per update, mount writers
-  flip `create_error`: any write that clobbered the other field would lose a second.
+- load: 16 writers and 16 readers through the mount, and 4 nerdctl-style raw writers
+  (flock, read, temp file, rename, as nerdctl's Go code does, each pausing 1 ms between
+  updates) on the same 8 containers, for 60 s. Raw writers add one second to
+  `started_at` per update, mount writers flip `create_error`: any write that clobbered
+  the other field would lose a second.
   Every read must parse. Prints errors, lost updates and read/write latencies.
 - churn: for 10 minutes, containers are created (through the mount and directly),
   written, read, listed and removed, while the daemon's descriptors and memory are
@@ -33,6 +34,10 @@ from pathlib import Path
 from store import Store, Timestamp
 from store.values import FIELDS
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the suite's stand-in for nerdctl's writer, shared with it
+from tests.workers import nerdctl_bump  # noqa: E402 - needs the path above
+
 LIFECYCLEFS = str(Path(sys.executable).with_name("lifecyclefs"))
 ONE_SECOND = 1_000_000_000
 
@@ -59,29 +64,6 @@ class Figures:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1e6
 
 
-def nerdctl_bump(state_dir: str) -> None:
-    """One +1 s update the way nerdctl's Go code writes: flock, read, temp, rename."""
-    import fcntl  # noqa: PLC0415 - only raw writers need it
-
-    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(dir_fd, fcntl.LOCK_EX)
-        try:
-            with open(os.path.join(state_dir, "lifecycle.json"), "rb") as file:
-                data = json.loads(file.read())
-        except FileNotFoundError:
-            data = {}
-        started = Timestamp.parse(data.get("started_at") or "1970-01-01T00:00:00Z")
-        data["started_at"] = started.shifted(seconds=1).format()
-        data.setdefault("create_error", False)
-        temp = os.path.join(state_dir, ".temp.lifecycle.json")
-        with open(temp, "w") as file:
-            file.write(json.dumps(data, separators=(",", ":")))
-        os.rename(temp, os.path.join(state_dir, "lifecycle.json"))
-    finally:
-        os.close(dir_fd)
-
-
 def _worker(
     kind: str,
     index: int,
@@ -98,6 +80,7 @@ def _worker(
         try:
             if kind == "raw":
                 nerdctl_bump(os.path.join(paths["source"], name))
+                time.sleep(float(paths["raw_pause"]))
             elif kind == "writer":
                 with open(os.path.join(paths["mount"], name, "create_error"), "w") as file:
                     file.write(rng.choice(["true\n", "false\n"]))
@@ -174,7 +157,14 @@ class LoadResult:
 
 
 def run_load(
-    work: Path, seconds: float, *, writers: int, readers: int, raw: int, containers: int
+    work: Path,
+    seconds: float,
+    *,
+    writers: int,
+    readers: int,
+    raw: int,
+    containers: int,
+    raw_pause: float = 0.0,
 ) -> LoadResult:
     """Readers, mount writers and raw writers on one mount for `seconds`."""
     source, mountpoint = work / "load-source", work / "load-mnt"
@@ -185,7 +175,12 @@ def run_load(
     context = multiprocessing.get_context("fork")
     stop = context.Event()
     out: multiprocessing.Queue[tuple[str, Figures]] = context.Queue()
-    paths = {"source": str(source), "mount": str(mountpoint), "containers": json.dumps(names)}
+    paths = {
+        "source": str(source),
+        "mount": str(mountpoint),
+        "containers": json.dumps(names),
+        "raw_pause": str(raw_pause),
+    }
     kinds = ["writer"] * writers + ["reader"] * readers + ["raw"] * raw
     with LiveMount(source, mountpoint, 1):
         processes = [
@@ -213,7 +208,7 @@ def print_load(result: LoadResult, writers: int, readers: int, raw: int) -> None
     print(
         f"\n## Load: {writers} writers + {readers} readers through the mount, {raw} nerdctl-style"
     )
-    print(f"raw writers, {result.seconds:.0f} s on tmpfs (durable mount)")
+    print(f"raw writers (1 ms apart), {result.seconds:.0f} s, 8 containers on tmpfs, durable mount")
     print(f"{'':<28}{'ops':>9}{'ops/s':>9}{'p50 µs':>9}{'p99 µs':>9}{'errors':>8}")
     for kind, label in (
         ("reader", "reads through the mount"),
@@ -287,10 +282,14 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lifecyclefs-soak-", dir=args.tmpfs))
     try:
-        result = run_load(work, args.seconds, writers=16, readers=16, raw=4, containers=8)
-        print_load(result, 16, 16, 4)
-        samples = run_churn(work, args.churn_seconds, interval=max(1.0, args.churn_seconds / 10))
-        print_churn(samples)
+        if args.seconds > 0:
+            result = run_load(
+                work, args.seconds, writers=16, readers=16, raw=4, containers=8, raw_pause=0.001
+            )
+            print_load(result, 16, 16, 4)
+        if args.churn_seconds > 0:
+            interval = max(1.0, args.churn_seconds / 10)
+            print_churn(run_churn(work, args.churn_seconds, interval=interval))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,7 +17,7 @@ import pytest
 
 from store import Store, Timestamp
 from tests.conftest import Mount
-from tests.users import NOBODY, as_nobody, reachable
+from tests.users import NOBODY, as_nobody, command, fds_in, reachable
 
 T0 = Timestamp.parse("2024-01-02T03:04:05Z")
 
@@ -220,18 +220,8 @@ def test_a_user_holding_locks_stalls_nobody_else(
         with reachable(live.path) as paths:
             writers = [
                 subprocess.Popen(
-                    [
-                        "setpriv",
-                        f"--reuid={NOBODY}",
-                        f"--regid={NOBODY}",
-                        "--clear-groups",
-                        "sh",
-                        "-c",
-                        f'echo true > "$1"/users/held{index}/create_error',
-                        "sh",
-                        paths[0],
-                    ],
-                    pass_fds=(int(paths[0].rsplit("/", 1)[1]),),
+                    command(NOBODY, f'echo true > "$1"/users/held{index}/create_error', paths),
+                    pass_fds=fds_in(paths),
                 )
                 for index in range(len(held))
             ]

@@ -13,8 +13,7 @@ import pytest
 from fusefs.inodes import ROOT, InodeTable
 from store import Store, Timestamp
 from tests.conftest import Mount
-
-NOBODY = 65534
+from tests.users import NOBODY, as_nobody, reachable
 
 
 def started(directory: Path, seconds: int) -> None:
@@ -102,46 +101,21 @@ def test_the_kernel_enforces_permissions(mount: Callable[..., Mount], tmp_path: 
     os.chown(source / "nobodys", NOBODY, NOBODY)
     os.chown(source / "nobodys" / "lifecycle.json", NOBODY, NOBODY)
     os.chmod(source, 0o755)
-    mnt_fd = os.open(mount(source, "-o", "allow_other").path, os.O_RDONLY | os.O_DIRECTORY)
-    # pytest's temporary directories are 0700: nobody reaches the mount through a
-    # descriptor of it, so only the mount's own permissions are checked.
-    mnt = f"/dev/fd/{mnt_fd}"
-
-    def as_nobody(script: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                "setpriv",
-                f"--reuid={NOBODY}",
-                f"--regid={NOBODY}",
-                "--clear-groups",
-                "sh",
-                "-c",
-                script,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            pass_fds=(mnt_fd,),
-        )
-
-    try:
-        denied = as_nobody(f"cat {mnt}/root-only/started_at")
+    with reachable(mount(source, "-o", "allow_other").path) as paths:
+        denied = as_nobody('cat "$1"/root-only/started_at', paths)
         assert denied.returncode == 1
         assert "Permission denied" in denied.stderr
-        denied = as_nobody(f"echo true > {mnt}/root-only/create_error")
+        denied = as_nobody('echo true > "$1"/root-only/create_error', paths)
         assert "Permission denied" in denied.stderr
         assert Store(source / "root-only").load().create_error is False
         allowed = as_nobody(
-            f"echo true > {mnt}/nobodys/create_error && cat {mnt}/nobodys/started_at"
+            'echo true > "$1"/nobodys/create_error && cat "$1"/nobodys/started_at', paths
         )
-        assert allowed.returncode == 0, allowed.stderr
-        assert allowed.stdout == "1970-01-01T00:00:02Z\n"
-        record = source / "nobodys" / "lifecycle.json"
-        assert (record.stat().st_uid, record.stat().st_gid) == (NOBODY, NOBODY)
-        assert Store(source / "nobodys").load().create_error is True
-    finally:
-        os.close(mnt_fd)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout == "1970-01-01T00:00:02Z\n"
+    record = source / "nobodys" / "lifecycle.json"
+    assert (record.stat().st_uid, record.stat().st_gid) == (NOBODY, NOBODY)
+    assert Store(source / "nobodys").load().create_error is True
 
 
 def test_inode_numbers_are_stable_while_mounted(

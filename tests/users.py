@@ -32,22 +32,27 @@ def fds_in(paths: list[str]) -> tuple[int, ...]:
     return tuple(int(path.rsplit("/", 1)[1]) for path in paths)
 
 
+def command(uid: int, script: str, paths: list[str]) -> list[str]:
+    """The command that runs the shell `script` as `uid` (its own group, no others)."""
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        *paths,
+    ]
+
+
 def as_user(
     uid: int, script: str, paths: list[str], *, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    """Run the shell `script` as `uid` (its own group, no others); $1... are `paths`."""
+    """Run the shell `script` as `uid`; $1... are `paths` (from `reachable`)."""
     return subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            *paths,
-        ],
+        command(uid, script, paths),
         capture_output=True,
         text=True,
         timeout=timeout,
