@@ -225,7 +225,9 @@ def print_load(result: LoadResult, writers: int, readers: int, raw: int) -> None
         print(f"  {error}")
 
 
-def run_churn(work: Path, seconds: float, interval: float) -> list[tuple[float, int, float]]:
+def run_churn(
+    work: Path, seconds: float, interval: float
+) -> tuple[int, list[tuple[float, int, float]]]:
     """Containers made, written, read, listed and removed for `seconds`; daemon samples."""
     source, mountpoint = work / "churn-source", work / "churn-mnt"
     (source / "default").mkdir(parents=True)
@@ -257,14 +259,13 @@ def run_churn(work: Path, seconds: float, interval: float) -> list[tuple[float, 
         (source / "default").mkdir()
         os.listdir(mountpoint / "default")
         samples.append((time.monotonic() - start, *daemon_sample(live.pid)))
-    return samples
+    return serial, samples
 
 
-def print_churn(samples: list[tuple[float, int, float]]) -> None:
+def print_churn(made: int, samples: list[tuple[float, int, float]]) -> None:
     """The churn figures: the daemon's descriptors and memory over time."""
-    print(
-        f"\n## Churn: containers made, written, read, listed and removed for {samples[-1][0]:.0f} s"
-    )
+    print(f"\n## Churn: {made} containers made, written, read, listed and removed")
+    print(f"in {samples[-1][0]:.0f} s (at most 200 at a time), through a mount of depth 2")
     print(f"{'at s':>8}{'fds':>6}{'RSS MiB':>9}")
     for at, descriptors, rss in samples:
         print(f"{at:>8.0f}{descriptors:>6}{rss:>9.1f}")
@@ -289,7 +290,7 @@ def main() -> None:
             print_load(result, 16, 16, 4)
         if args.churn_seconds > 0:
             interval = max(1.0, args.churn_seconds / 10)
-            print_churn(run_churn(work, args.churn_seconds, interval=interval))
+            print_churn(*run_churn(work, args.churn_seconds, interval=interval))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
