@@ -274,8 +274,11 @@ def bench_requests(work: Path) -> None:
 
 def bench_small_files(work: Path, count: int, rounds: int) -> None:
     """cat and write of one value file: ours against the floors, and against the store."""
-    source = work / "source"
-    Store(source / "c1", create=True).update(started_at=Timestamp.parse(CONSTANT.decode().strip()))
+    source, other = work / "source", work / "source-nodurable"
+    for tree in (source, other):  # one each: a mount's writes would be news to the other
+        Store(tree / "c1", create=True).update(
+            started_at=Timestamp.parse(CONSTANT.decode().strip())
+        )
     names = (*(f"{kind}-floor" for kind in FLOORS), "ours", "ours-nodurable")
     mounts = {name: work / name for name in names}
     for path in mounts.values():
@@ -286,7 +289,7 @@ def bench_small_files(work: Path, count: int, rounds: int) -> None:
         floor_mount("write", mounts["write-floor"]),
         floor_mount("write-acl", mounts["write-acl-floor"]),
         lifecyclefs_mount(source, mounts["ours"]) as our_pid,
-        lifecyclefs_mount(source, mounts["ours-nodurable"], "-o", "nodurable"),
+        lifecyclefs_mount(other, mounts["ours-nodurable"], "-o", "nodurable"),
     ):
         files = {name: str(mounts[name] / "c1" / "started_at") for name in names}
         record = str(source / "c1" / "lifecycle.json")
@@ -311,7 +314,7 @@ def bench_small_files(work: Path, count: int, rounds: int) -> None:
                 f"  {verdict(ratio, TARGETS['cat'])}"
             )
 
-        store, fast_store = Store(source / "c1"), Store(source / "c1", durable=False)
+        store, fast_store = Store(source / "c1"), Store(other / "c1", durable=False)
         flips = {"n": 0}
 
         def flip() -> bytes:
