@@ -87,38 +87,42 @@ def value_file(
     mode = stat.S_IMODE(record.mode)
     if not writable:
         mode &= ~_WRITE_BITS
-    attrs = EntryAttributes()
-    attrs.st_ino = ino
-    attrs.st_mode = stat.S_IFREG | mode
-    attrs.st_nlink = 1
-    attrs.st_uid = record.uid
-    attrs.st_gid = record.gid
-    attrs.st_size = size
-    attrs.st_blocks = (size + _BLOCK - 1) // _BLOCK
-    attrs.st_atime_ns = record.atime_ns
-    attrs.st_mtime_ns = record.mtime_ns
-    attrs.st_ctime_ns = record.ctime_ns
-    attrs.entry_timeout = timeouts.entry
-    attrs.attr_timeout = timeouts.attr
-    return attrs
+    times = (record.atime_ns, record.mtime_ns, record.ctime_ns)
+    return _file(ino, mode, record.uid, record.gid, size, times, timeouts)
+
+
+_IN_MEMORY: Final = Timeouts(entry=0, attr=0)
+"""The kernel learns of writes to a temporary file itself; our own changes it must see
+at once."""
 
 
 def plain_file(
     ino: int, *, mode: int, uid: int, gid: int, size: int, times_ns: tuple[int, int, int]
 ) -> EntryAttributes:
     """Attributes of a file that lives in the daemon's memory (a tool's temporary file)."""
+    return _file(ino, stat.S_IMODE(mode), uid, gid, size, times_ns, _IN_MEMORY)
+
+
+def _file(  # noqa: PLR0917 - every attribute of a file, once
+    ino: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    size: int,
+    times_ns: tuple[int, int, int],
+    timeouts: Timeouts,
+) -> EntryAttributes:
     attrs = EntryAttributes()
     attrs.st_ino = ino
-    attrs.st_mode = stat.S_IFREG | stat.S_IMODE(mode)
+    attrs.st_mode = stat.S_IFREG | mode
     attrs.st_nlink = 1
     attrs.st_uid = uid
     attrs.st_gid = gid
     attrs.st_size = size
     attrs.st_blocks = (size + _BLOCK - 1) // _BLOCK
     attrs.st_atime_ns, attrs.st_mtime_ns, attrs.st_ctime_ns = times_ns
-    # The kernel learns of writes itself; only our own changes need telling, at once.
-    attrs.entry_timeout = 0
-    attrs.attr_timeout = 0
+    attrs.entry_timeout = timeouts.entry
+    attrs.attr_timeout = timeouts.attr
     return attrs
 
 

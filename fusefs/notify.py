@@ -1,12 +1,11 @@
-"""Telling the kernel to drop what it cached, from a thread of its own.
+"""Telling the kernel to drop a directory entry, or to wake a `poll`, from a thread of its own.
 
-Dropping an inode's cached pages or a directory entry can block: the kernel waits for
-a page lock held by a READ in progress, or for a lookup in the same directory, and
-those requests can only be answered by the trio loop. So these notifications never run
-on the loop: they queue here and a single thread sends them in order (the pages of a
-file before the wake-up of a `poll` on it). The queue holds each pending notification
-once (a set keyed by what it concerns), so it is bounded by what the kernel holds.
-Attribute-only invalidations do not block and are sent inline by the caller.
+Dropping a directory entry can block: the kernel waits for a lookup in the same
+directory to finish, and only the trio loop can answer that lookup. So these
+notifications never run on the loop: they queue here and a single thread sends them in
+order. The queue holds each pending notification once (keyed by what it concerns), so
+it is bounded by what the kernel holds. Attribute invalidations do not block and are
+sent inline by the caller.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ _Key = tuple[object, ...]
 
 
 class KernelNotifier:
-    """A thread that drops kernel caches and wakes `poll` waiters, in the order asked."""
+    """A thread that drops directory entries and wakes `poll` waiters, in the order asked."""
 
     def __init__(self) -> None:
         self._pending: dict[_Key, Callable[[], None]] = {}
@@ -46,16 +45,12 @@ class KernelNotifier:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def drop_pages(self, ino: int) -> None:
-        """Drop the cached pages (and attributes) of `ino`."""
-        self._queue(("pages", ino), lambda: pyfuse3.invalidate_inode(ino, attr_only=False))
-
     def drop_entry(self, parent: int, name: bytes) -> None:
         """Drop the cached entry `name` of directory `parent`."""
         self._queue(("entry", parent, name), lambda: pyfuse3.invalidate_entry(parent, name))
 
     def wake(self, handle: pyfuse3.PollHandle) -> None:
-        """Wake whoever polls through `handle` (after the notifications queued before)."""
+        """Wake whoever polls through `handle`."""
         self._queue(("poll", id(handle)), handle.notify)
 
     def _queue(self, key: _Key, action: Callable[[], None]) -> None:

@@ -106,6 +106,17 @@ def force_unmount(mountpoint: Path) -> None:
 
 
 @pytest.fixture
+def mountpoint(tmp_path: Path) -> Iterator[Path]:
+    """An empty directory to mount on by hand, never left mounted."""
+    path = tmp_path / "mnt"
+    path.mkdir()
+    yield path
+    if str(path) in lifecyclefs_mounts():
+        force_unmount(path)
+        pytest.fail(f"{path} was left mounted")
+
+
+@pytest.fixture
 def mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
     """Mount a source tree: `mount(source, "--depth", "2", "-o", "ro")`.
 

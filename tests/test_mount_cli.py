@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ import pytest
 from fusefs.mount import lifecyclefs_mounts
 from fusefs.mountlock import lock_path
 from store import Store, Timestamp
-from tests.conftest import LIFECYCLEFS, Mount, force_unmount, lifecyclefs, wait_for_exit
+from tests.conftest import LIFECYCLEFS, Mount, lifecyclefs, wait_for_exit
 from tests.processes import notify_service, stop
 
 
@@ -26,17 +26,6 @@ def source(tmp_path: Path) -> Path:
     root = tmp_path / "source"
     Store(root / "c1", create=True).update(started_at=Timestamp(0))
     return root
-
-
-@pytest.fixture
-def mountpoint(tmp_path: Path) -> Iterator[Path]:
-    """An empty directory to mount on, never left mounted."""
-    path = tmp_path / "mnt"
-    path.mkdir()
-    yield path
-    if str(path) in lifecyclefs_mounts():
-        force_unmount(path)
-        pytest.fail(f"{path} was left mounted")
 
 
 def test_mount_is_live_when_the_command_returns(

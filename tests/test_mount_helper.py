@@ -16,7 +16,7 @@ import pytest
 
 from fusefs.mount import lifecyclefs_mounts
 from store import Store, Timestamp
-from tests.conftest import LIFECYCLEFS, force_unmount, lifecyclefs, wait_for_exit
+from tests.conftest import LIFECYCLEFS, lifecyclefs, wait_for_exit
 from tests.namespace import Namespace, private_mount_namespace
 from tests.processes import notify_service, stop
 
@@ -29,17 +29,6 @@ def source(tmp_path: Path) -> Path:
     root = tmp_path / "containers"
     Store(root / "default" / "c1", create=True).update(started_at=Timestamp.parse(STARTED))
     return root
-
-
-@pytest.fixture
-def mountpoint(tmp_path: Path) -> Iterator[Path]:
-    """An empty directory to mount on, never left mounted here."""
-    path = tmp_path / "mnt"
-    path.mkdir()
-    yield path
-    if str(path) in lifecyclefs_mounts():
-        force_unmount(path)
-        pytest.fail(f"{path} was left mounted")
 
 
 @pytest.fixture
