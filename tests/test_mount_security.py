@@ -257,8 +257,9 @@ def test_open_files_hold_no_descriptor_of_the_daemon(
     value = live.path / "default" / "open" / "started_at"
     value.read_text()
     before = open_descriptors(live.pid)
-    for _ in range(100):
-        value.read_text()
+    for second in range(100):  # each change makes the next cat read the record again
+        Store(tree / "default" / "open").update(started_at=Timestamp(second * 10**9))
+        assert value.read_text() == Timestamp(second * 10**9).format() + "\n"
     assert open_descriptors(live.pid) == before, "a cat left a descriptor open"
     held = [os.open(value, os.O_RDONLY) for _ in range(1000)]
     try:
