@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fusefs import mount as mount_module
 from store import Store, Timestamp
 from tests.conftest import Mount
 
@@ -180,3 +182,13 @@ def test_a_record_over_64_kib_is_file_too_large_through_the_mount(
     with pytest.raises(OSError, match="too large"):
         (mnt / "c1" / "create_error").write_text("false\n")
     assert record.read_text().startswith('{"create_error":true,"pad":"xxx')
+
+
+def test_no_log_record_is_longer_than_its_bound() -> None:
+    """Whatever ends up in a message (a traceback, a user's name), one record stays short."""
+    formatter = mount_module._BoundedFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("lifecyclefs", logging.ERROR, __file__, 1, "x" * 10_000, (), None)
+    text = formatter.format(record)
+    assert len(text) <= mount_module.MAX_LOG_CHARACTERS
+    assert text.startswith("ERROR xxx")
+    assert text.endswith("chars, cut]")
