@@ -87,6 +87,10 @@ def install_hooks(directory: Path) -> None:
         (directory / shipped.name).write_text(text.replace(INSTALLED, LIFECYCLEFS))
 
 
+PODMAN_SHM_LOCK = Path("/dev/shm/libpod_lock")
+"""The lock file podman makes in shared memory on first use (for every podman on the host)."""
+
+
 @pytest.fixture
 def podman() -> Iterator[Podman]:
     """podman for the test; afterwards nothing of it is left, or the test fails.
@@ -97,6 +101,7 @@ def podman() -> Iterator[Podman]:
     top = Path(tempfile.mkdtemp(prefix="lifecyclefs-podman-"))
     install_hooks(top / "hooks.d")
     runc_state_existed = RUNC_STATE.exists()
+    shm_lock_existed = PODMAN_SHM_LOCK.exists()
     made = Podman(top, f"/lifecyclefs-test-{uuid.uuid4().hex[:12]}")
     try:
         yield made
@@ -113,6 +118,8 @@ def podman() -> Iterator[Podman]:
             left += [line for line in mounts if f" {top}/" in line]
         if not left:
             shutil.rmtree(top)
+            if not shm_lock_existed:
+                PODMAN_SHM_LOCK.unlink(missing_ok=True)
     assert left == []
 
 
