@@ -33,8 +33,8 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mountpoint
     finally:
-        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+        if subprocess.run(["umount", "-n", str(mountpoint)], check=False).returncode != 0:
+            subprocess.run(["umount", "-n", "--lazy", str(mountpoint)], check=True)
             pytest.fail(f"{mountpoint} was busy at the end of the test")
 
 

@@ -138,14 +138,14 @@ def mount_in_private_namespace(setup: str, source: Path, mountpoint: Path) -> tu
 
 
 def test_missing_dev_fuse_is_refused_before_forking(source: Path, mountpoint: Path) -> None:
-    status, errors = mount_in_private_namespace("mount -t tmpfs none /dev", source, mountpoint)
+    status, errors = mount_in_private_namespace("mount -n -t tmpfs none /dev", source, mountpoint)
     assert status == 1
     assert errors == "lifecyclefs: no /dev/fuse on this machine: load the fuse kernel module\n"
 
 
 def test_a_mount_refused_by_the_kernel_is_one_line_too(source: Path, mountpoint: Path) -> None:
     # /dev/fuse is /dev/null there: libfuse's mount fails after the checks passed.
-    setup = "mount --bind /dev/null /dev/fuse"
+    setup = "mount -n --bind /dev/null /dev/fuse"
     status, errors = mount_in_private_namespace(setup, source, mountpoint)
     assert status == 1
     assert errors == (
