@@ -32,7 +32,7 @@ from fusefs.view import Parts, View
 from store import Lifecycle, LifecycleStoreError, Timestamp
 from store.atomic import TEMP_NAME, remove_file, replace_file, sync_directory
 from store.codec import decode, encode
-from store.locking import lock, lock_within, try_lock
+from store.locking import lock, try_lock
 from store.record import RECORD_NAME, RECORD_READ_FLAGS, read_record
 from store.values import FIELDS
 
@@ -273,10 +273,7 @@ def _repair(
         return _unrepaired(shown, seen, f"cannot open the state directory: {error.strerror}")
     try:
         try:
-            if lock_timeout is None:
-                lock(dir_fd)
-            else:
-                lock_within(dir_fd, lock_timeout)
+            lock(dir_fd, lock_timeout)
         except TimeoutError:
             return _unrepaired(shown, seen, f"its lock was held for {lock_timeout} s")
         except OSError as error:

@@ -22,6 +22,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Final
 
 POLL_FIRST_SECONDS: Final = 50e-6
@@ -69,11 +70,6 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-def lock(fd: int) -> None:
-    """Hold the lock on `fd` when this returns, however long that takes (kernel-queued)."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
 def unlock(fd: int) -> None:
     """Release the lock on `fd` before the descriptor is closed."""
     fcntl.flock(fd, fcntl.LOCK_UN)
@@ -84,20 +80,38 @@ def next_delay(delay: float, waited: float) -> float:
     return max(POLL_FIRST_SECONDS, min(delay * 2, waited * _POLL_SHARE, POLL_MAX_SECONDS))
 
 
-def lock_within(fd: int, timeout: float) -> None:
-    """Hold the lock on `fd` when this returns; TimeoutError after `timeout` seconds.
+def pauses(timeout: float | None) -> Iterator[float]:
+    """The pauses between tries of a taken lock, for a wait of at most `timeout` seconds.
 
-    The lock is never held when this raises.
+    The first is `POLL_FIRST_SECONDS`; each next one doubles, but stays within a tenth
+    of the time waited so far and `POLL_MAX_SECONDS`, and never runs past the deadline.
+    Raise TimeoutError once `timeout` seconds have passed (None: never).
     """
-    if try_lock(fd):
-        return
     start = time.monotonic()
     delay = POLL_FIRST_SECONDS
     while True:
-        remaining = start + timeout - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(errno.ETIMEDOUT, f"lock not granted within {timeout} s")
-        time.sleep(min(delay, remaining))
+        pause = delay
+        if timeout is not None:
+            remaining = start + timeout - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, f"lock not granted within {timeout} s")
+            pause = min(delay, remaining)
+        yield pause
+        delay = next_delay(delay, time.monotonic() - start)
+
+
+def lock(fd: int, timeout: float | None = None) -> None:
+    """Hold the lock on `fd` when this returns; TimeoutError after `timeout` seconds.
+
+    None waits however long it takes, queued in the kernel (which hands the lock over
+    the moment it is released). The lock is never held when this raises.
+    """
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    if try_lock(fd):
+        return
+    for pause in pauses(timeout):
+        time.sleep(pause)
         if try_lock(fd):
             return
-        delay = next_delay(delay, time.monotonic() - start)

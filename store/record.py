@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_module
-import time
 
 from store import atomic, locking
 from store.codec import Lifecycle, decode, encode
@@ -288,10 +287,7 @@ class Store:
         """A new descriptor of the state directory, holding its lock."""
         dir_fd = self._open()
         try:
-            if self._lock_timeout is None:
-                locking.lock(dir_fd)
-            else:
-                locking.lock_within(dir_fd, self._lock_timeout)
+            locking.lock(dir_fd, self._lock_timeout)
         except BaseException as error:
             _close(dir_fd)
             if isinstance(error, TimeoutError):
@@ -331,19 +327,13 @@ class Store:
         return op(dir_fd)
 
     async def _wait_for_lock(self, trio: ModuleType, dir_fd: int) -> None:
-        timeout = self._lock_timeout
-        start = time.monotonic()
-        delay = locking.POLL_FIRST_SECONDS
-        while True:
-            if timeout is not None:
-                remaining = start + timeout - time.monotonic()
-                if remaining <= 0:
-                    raise self._timeout_error()
-                delay = min(delay, remaining)
-            await trio.sleep(delay)
-            if locking.try_lock(dir_fd):
-                return
-            delay = locking.next_delay(delay, time.monotonic() - start)
+        try:
+            for pause in locking.pauses(self._lock_timeout):
+                await trio.sleep(pause)
+                if locking.try_lock(dir_fd):
+                    return
+        except TimeoutError as error:
+            raise self._timeout_error() from error
 
     def _fsync_is_free(self, dir_fd: int) -> bool:
         if self._fsync_free is None:
