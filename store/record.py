@@ -348,9 +348,7 @@ class Store:
         record_fd = -1
         try:
             record_fd = _open(RECORD_NAME, RECORD_READ_FLAGS, dir_fd=dir_fd)
-            data = _read(record_fd, _FIRST_READ)
-            if len(data) == _FIRST_READ:
-                data = _read_rest(record_fd, self._record_path, data)
+            data = _read_capped(record_fd, self._record_path)
         except FileNotFoundError:
             return Lifecycle()
         except OSError as error:
@@ -359,10 +357,7 @@ class Store:
             _close(dir_fd)
             if record_fd >= 0:
                 _close(record_fd)
-        try:
-            return decode(data)
-        except ValueError as error:
-            raise _corrupt(self._record_path, error) from error
+        return _decode(data, self._record_path)
 
     def _transform_locked(self, dir_fd: int, fn: Callable[[Lifecycle], object]) -> Lifecycle:
         path = self._record_path
