@@ -38,7 +38,7 @@ import logging
 import os
 import select
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -458,18 +458,12 @@ class Freshness:
         """
         self._snapshots.pop(container, None)
         self._busy(container)
-        directory = self._inodes.find(container)
-        if directory is not None:
-            invalidate_attributes(directory.ino)
-        for name, file in FILES.items():
-            node = self._inodes.find((*container, name))
-            copy = None if node is None else self._copies.get(node.ino)
-            if node is None or copy is None:
-                continue  # the kernel holds no attributes of it
-            if node.ino == written:
+        self._invalidate_directory(container)
+        for file, ino, copy in self._held_files(container):
+            if ino == written:
                 copy.attrs_valid = False
             else:
-                self._invalidate(node.ino, copy)
+                self._invalidate(ino, copy)
             value = None if record is None else file.render(record)
             for reader in copy.direct_readers or ():
                 if value is not None and value != reader.data:
@@ -483,29 +477,39 @@ class Freshness:
         """The owner, mode or ACL of directory `parts`, or of container `parts`'s record,
         changed through the mount: the kernel must ask again (ACLs included)."""
         if directory:
-            node = self._inodes.find(parts)
-            if node is not None:
-                invalidate_attributes(node.ino)
+            self._invalidate_directory(parts)
             return
         self._snapshots.pop(parts, None)
-        for name in FILES:
-            node = self._inodes.find((*parts, name))
+        for _, ino, copy in self._held_files(parts):
+            self._invalidate(ino, copy)
+
+    def _invalidate_directory(self, parts: Parts) -> None:
+        """Make the kernel ask again for directory `parts`'s attributes, if it holds it."""
+        node = self._inodes.find(parts)
+        if node is not None:
+            invalidate_attributes(node.ino)
+
+    def _held_files(self, container: Parts) -> Iterator[tuple[ContainerFile, int, _KernelCopy]]:
+        """The files of `container` the kernel holds something of: each, its inode, its copy."""
+        for name, file in FILES.items():
+            node = self._inodes.find((*container, name))
             copy = None if node is None else self._copies.get(node.ino)
             if node is not None and copy is not None:
-                self._invalidate(node.ino, copy)
+                yield file, node.ino, copy
+
+    def _reread(self, container: Parts) -> Lifecycle | None:
+        """`container`'s record read anew; None when it cannot be read now."""
+        self._snapshots.pop(container, None)
+        try:
+            return self._read(container).record
+        except (OSError, LifecycleStoreError):
+            return None
 
     def _refresh(self, container: Parts) -> None:
         if not any(self._inodes.find((*container, name)) for name in FILES):
-            directory = self._inodes.find(container)
-            if directory is not None:
-                invalidate_attributes(directory.ino)
+            self._invalidate_directory(container)
             return
-        self._snapshots.pop(container, None)
-        try:
-            record: Lifecycle | None = self._read(container).record
-        except (OSError, LifecycleStoreError):
-            record = None
-        self.record_changed(container, record)
+        self.record_changed(container, self._reread(container))
 
     def _everything_changed(self) -> None:
         """inotify lost events: everything may have changed."""
@@ -517,11 +521,7 @@ class Freshness:
         for container in {
             node.parts[:-1] for node in self._inodes.nodes() if len(node.parts) > self._view.depth
         }:
-            try:
-                record: Lifecycle | None = self._read(container).record
-            except (OSError, LifecycleStoreError):
-                record = None
-            self.record_changed(container, record)
+            self.record_changed(container, self._reread(container))
 
     # The watcher --------------------------------------------------------------------
 
@@ -567,9 +567,7 @@ class Freshness:
                 if event.mask & _ENTRY_CHANGED:
                     self._listings.pop(parts, None)
         for parts in directories - changed:
-            node = self._inodes.find(parts)
-            if node is not None:
-                invalidate_attributes(node.ino)
+            self._invalidate_directory(parts)
         for container in changed:
             self._refresh(container)
         for parent, name in gone:
