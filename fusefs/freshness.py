@@ -181,8 +181,7 @@ class Freshness:
         self._inotify = inotify.Inotify()
         self._queued = select.poll()
         self._queued.register(self._inotify.fileno(), select.POLLIN)
-        self._wd_parts: dict[int, Parts] = {}
-        self._watched: dict[Parts, int] = {}
+        self._watches = inotify.Watches(self._inotify)
         self._copies: dict[int, _KernelCopy] = {}
         """What the kernel holds of each of our file inodes."""
         self._snapshots: dict[Parts, Snapshot] = {}
@@ -202,7 +201,7 @@ class Freshness:
 
     def watch(self, parts: Parts) -> None:
         """Watch directory `parts` (the kernel now holds it); quietly unwatched if we cannot."""
-        if parts in self._watched:
+        if parts in self._watches:
             return
         try:
             fd = self._view.open_path(parts)
@@ -210,7 +209,7 @@ class Freshness:
             return
         try:
             events = _CONTAINER_EVENTS if len(parts) == self._view.depth else _LEVEL_EVENTS
-            wd = self._inotify.add_watch_fd(fd, events)
+            self._watches.add(parts, fd, events)
         except OSError as error:
             if error.errno == errno.ENOSPC and not self._watch_limit_logged:
                 self._watch_limit_logged = True
@@ -221,16 +220,9 @@ class Freshness:
             return
         finally:
             os.close(fd)
-        stale = self._wd_parts.get(wd)
-        if stale is not None:  # the same directory under another name: it was moved
-            self._watched.pop(stale, None)
-        self._wd_parts[wd] = parts
-        self._watched[parts] = wd
 
     def _forget_watch(self, wd: int, parts: Parts) -> None:
-        self._wd_parts.pop(wd, None)
-        if self._watched.get(parts) == wd:
-            del self._watched[parts]
+        self._watches.dropped(wd)
         for watched in [p for p in self._snapshots if p[: len(parts)] == parts]:
             del self._snapshots[watched]
         for listed in [p for p in self._listings if p[: len(parts)] == parts]:
@@ -240,17 +232,10 @@ class Freshness:
         """Stop watching directory `parts` (the kernel has forgotten it)."""
         self._snapshots.pop(parts, None)
         self._listings.pop(parts, None)
-        wd = self._watched.pop(parts, None)
-        if wd is None:
-            return
-        if self._wd_parts.get(wd) == parts:
-            del self._wd_parts[wd]
-            try:
-                self._inotify.remove_watch(wd)
-            except OSError as error:
-                log.debug(
-                    "cannot remove the watch of %s: %s", self._view.display_path(parts), error
-                )
+        try:
+            self._watches.remove(parts)
+        except OSError as error:
+            log.debug("cannot remove the watch of %s: %s", self._view.display_path(parts), error)
 
     def snapshot(self, container: Parts) -> Snapshot:
         """`container`'s last committed record and its stat, exactly as fresh as a read.
@@ -267,7 +252,7 @@ class Freshness:
     def _read(self, container: Parts) -> Snapshot:
         record, st = self._view.read_record(container)
         snapshot = Snapshot(record, None if st is None else FileMeta.of(st))
-        if container in self._watched and (st is None or st.st_size <= _CACHED_RECORD_BYTES):
+        if container in self._watches and (st is None or st.st_size <= _CACHED_RECORD_BYTES):
             if len(self._snapshots) >= _CACHED_RECORDS:
                 self._snapshots.clear()
             self._snapshots[container] = snapshot
@@ -280,7 +265,7 @@ class Freshness:
 
     def listed(self, parts: Parts, names: list[bytes]) -> None:
         """Keep the listing of `parts` (read after `listing` said None) while it holds."""
-        if parts not in self._watched:
+        if parts not in self._watches:
             return
         if sum(map(len, self._listings.values())) + len(names) > _LISTED_NAMES:
             self._listings.clear()
@@ -293,11 +278,11 @@ class Freshness:
 
     def timeouts(self, directory: Parts) -> Timeouts:
         """How long the kernel may keep entries and attributes of (or in) `directory`."""
-        return WATCHED if directory in self._watched else UNWATCHED
+        return WATCHED if directory in self._watches else UNWATCHED
 
     def kept_fresh(self, directory: Parts) -> bool:
         """Whether every change to `directory`'s attributes reaches us (it is watched)."""
-        return directory in self._watched
+        return directory in self._watches
 
     # What the kernel holds of each file ----------------------------------------------
 
@@ -546,7 +531,7 @@ class Freshness:
             if event.mask & inotify.IN_Q_OVERFLOW:
                 self._everything_changed()
                 continue
-            parts = self._wd_parts.get(event.wd)
+            parts = self._watches.path_of(event.wd)
             if parts is None:
                 continue
             if event.mask & (inotify.IN_IGNORED | _GONE_SELF):

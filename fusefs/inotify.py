@@ -16,7 +16,10 @@ import ctypes
 import errno
 import os
 import struct
+from collections.abc import KeysView
 from typing import Final, NamedTuple
+
+from fusefs.view import Parts
 
 IN_ACCESS: Final = 0x00000001
 IN_MODIFY: Final = 0x00000002
@@ -134,3 +137,62 @@ class Inotify:
         except BlockingIOError:
             return []
         return parse_events(data)
+
+
+class Watches:
+    """Directories watched through one `Inotify`, by path (`Parts`) and by watch descriptor.
+
+    inotify gives one descriptor per directory, whatever path reached it: a directory
+    watched again under a new path (it was moved) keeps its descriptor, and a path
+    watched again may get a new one (another directory is there now). Both maps follow,
+    so a path has at most one descriptor and a descriptor one path.
+    """
+
+    def __init__(self, instance: Inotify) -> None:
+        self._inotify = instance
+        self._paths: dict[int, Parts] = {}
+        self._wds: dict[Parts, int] = {}
+
+    def __contains__(self, parts: object) -> bool:
+        return parts in self._wds
+
+    def add(self, parts: Parts, fd: int, mask: int) -> int:
+        """Watch the directory open on `fd` as `parts`; its descriptor. OSError if we cannot."""
+        wd = self._inotify.add_watch_fd(fd, mask)
+        moved_from = self._paths.get(wd)
+        if moved_from is not None and self._wds.get(moved_from) == wd:
+            del self._wds[moved_from]
+        replaced = self._wds.get(parts)
+        if replaced is not None and self._paths.get(replaced) == parts:
+            del self._paths[replaced]
+        self._paths[wd] = parts
+        self._wds[parts] = wd
+        return wd
+
+    def path_of(self, wd: int) -> Parts | None:
+        """The path watched as `wd`, if it still is."""
+        return self._paths.get(wd)
+
+    def wd_of(self, parts: Parts) -> int | None:
+        """The descriptor `parts` is watched as, if it is."""
+        return self._wds.get(parts)
+
+    def paths(self) -> KeysView[Parts]:
+        """Every path watched."""
+        return self._wds.keys()
+
+    def dropped(self, wd: int) -> None:
+        """The kernel dropped watch `wd` (its directory is gone): forget it."""
+        parts = self._paths.pop(wd, None)
+        if parts is not None and self._wds.get(parts) == wd:
+            del self._wds[parts]
+
+    def remove(self, parts: Parts) -> None:
+        """Stop watching `parts`; the kernel's watch goes too, unless another path has it.
+
+        OSError when the kernel refuses (the maps are up to date anyway).
+        """
+        wd = self._wds.pop(parts, None)
+        if wd is not None and self._paths.get(wd) == parts:
+            del self._paths[wd]
+            self._inotify.remove_watch(wd)

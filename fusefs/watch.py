@@ -69,10 +69,8 @@ class Watcher:
 
     def __init__(self, view: View, watches: inotify.Inotify, emit: Callable[[str], None]) -> None:
         self._view = view
-        self._inotify = watches
+        self._watches = inotify.Watches(watches)
         self._emit = emit
-        self._paths: dict[int, Parts] = {}
-        self._watches: dict[Parts, int] = {}
         self._states: dict[Parts, State] = {}
 
     def start(self, *, report: bool) -> None:
@@ -87,7 +85,7 @@ class Watcher:
                 self.rescan()
                 dirty.clear()
                 continue
-            parts = self._paths.get(event.wd)
+            parts = self._watches.path_of(event.wd)
             if parts is None:
                 continue  # a watch already forgotten
             if event.mask & (_SELF_GONE | inotify.IN_IGNORED):
@@ -109,8 +107,8 @@ class Watcher:
         """Read the whole tree again (after lost events): print what changed meanwhile."""
         seen: set[Parts] = set()
         self._add_tree((), report=True, seen=seen)
-        for parts in [parts for parts in self._watches if parts not in seen]:
-            self._forget(parts)
+        for parts in [parts for parts in self._watches.paths() if parts not in seen]:
+            self._watches.remove(parts)
         for container in [container for container in self._states if container not in seen]:
             self._set(container, None, report=True)
 
@@ -126,14 +124,9 @@ class Watcher:
         except (FileNotFoundError, NotADirectoryError):
             return  # gone already: its removal is (or was) an event of its parent
         try:
-            wd = self._inotify.add_watch_fd(fd, _CONTAINER_MASK if container else _LEVEL_MASK)
+            self._watches.add(parts, fd, _CONTAINER_MASK if container else _LEVEL_MASK)
         finally:
             os.close(fd)
-        old = self._watches.get(parts)
-        if old is not None and old != wd:
-            self._paths.pop(old, None)
-        self._paths[wd] = parts
-        self._watches[parts] = wd
         if seen is not None:
             seen.add(parts)
         if container:
@@ -148,11 +141,11 @@ class Watcher:
 
     def source_removed(self) -> None:
         """SOURCE is gone: say so for every record it held, then raise SourceGoneError."""
-        self._gone((), self._watches[()])
+        self._gone((), self._watches.wd_of(()))
 
-    def _gone(self, parts: Parts, wd: int) -> None:
+    def _gone(self, parts: Parts, wd: int | None) -> None:
         """The directory watched as `wd` was removed (its parent's event may say so too)."""
-        if self._watches.get(parts) != wd:
+        if self._watches.wd_of(parts) != wd:
             return  # since replaced by a new directory of the same name
         self._remove_tree(parts)
         if not parts:
@@ -163,17 +156,11 @@ class Watcher:
         if self._view.is_container(parts):
             below = [parts]
         else:
-            known = sorted(self._watches.keys() | self._states.keys())
+            known = sorted(self._watches.paths() | self._states.keys())
             below = [other for other in known if other[: len(parts)] == parts]
         for other in below:
-            self._forget(other)
+            self._watches.remove(other)
             self._set(other, None, report=True)
-
-    def _forget(self, parts: Parts) -> None:
-        wd = self._watches.pop(parts, None)
-        if wd is not None and self._paths.get(wd) == parts:
-            del self._paths[wd]
-            self._inotify.remove_watch(wd)
 
     def _refresh(self, container: Parts, *, report: bool) -> None:
         self._set(container, read_state(self._view, container), report=report)
