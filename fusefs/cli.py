@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from store.values import Update
 
     Arguments: TypeAlias = "argparse.Namespace | SimpleNamespace"
+    Command: TypeAlias = Callable[[Arguments], "int | None"]
+    """Runs a subcommand: its exit status (None: 0), or an exception."""
 
 PROG = "lifecyclefs"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -175,12 +177,10 @@ def _cmd_delete(args: Arguments) -> None:
     Store(args.state_dir, lock_timeout=args.lock_timeout).delete()
 
 
-def _cmd_oci_hook(args: Arguments) -> None:
+def _cmd_oci_hook(args: Arguments) -> int:
     from fusefs import ocihook  # noqa: PLC0415 - only hooks need it
 
-    status = ocihook.main(args.stage, args.state_dir, args.strict, args.lock_timeout)
-    if status:
-        raise SystemExit(status)
+    return ocihook.main(args.stage, args.state_dir, args.strict, args.lock_timeout)
 
 
 def _depth_argument(text: str) -> int:
@@ -196,30 +196,22 @@ def _depth_argument(text: str) -> int:
     return depth
 
 
-def _cmd_check(args: argparse.Namespace) -> None:
+def _cmd_check(args: argparse.Namespace) -> int:
     from fusefs import check  # noqa: PLC0415 - only check needs it
 
-    status = check.main(
-        args.sources, args.depth, repair=args.repair, lock_timeout=args.lock_timeout
-    )
-    if status:
-        raise SystemExit(status)
+    return check.main(args.sources, args.depth, repair=args.repair, lock_timeout=args.lock_timeout)
 
 
-def _cmd_ps(args: argparse.Namespace) -> None:
+def _cmd_ps(args: argparse.Namespace) -> int:
     from fusefs import ps  # noqa: PLC0415 - only ps needs it
 
-    status = ps.main(args.source, args.depth, as_json=args.json, truncate=not args.no_trunc)
-    if status:
-        raise SystemExit(status)
+    return ps.main(args.source, args.depth, as_json=args.json, truncate=not args.no_trunc)
 
 
-def _cmd_watch(args: argparse.Namespace) -> None:
+def _cmd_watch(args: argparse.Namespace) -> int:
     from fusefs import watch  # noqa: PLC0415 - only watch needs it
 
-    status = watch.main(args.source, args.depth, initial=args.initial)
-    if status:
-        raise SystemExit(status)
+    return watch.main(args.source, args.depth, initial=args.initial)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,7 +402,7 @@ def _add_tree_commands(
     watch.set_defaults(run=_cmd_watch)
 
 
-_QUICK_COMMANDS: dict[str, Callable[[Arguments], None]] = {
+_QUICK_COMMANDS: dict[str, Command] = {
     "get": _cmd_get,
     "set": _cmd_set,
     "show": _cmd_show,
@@ -432,16 +424,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if values is None:
             parser = build_parser()
             args: Arguments = parser.parse_args(as_mount_helper_call(parser, arguments))
-            run: Callable[[Arguments], None] = args.run
+            run: Command = args.run
         else:
             from types import SimpleNamespace  # noqa: PLC0415 - cheap, and rarely needed
 
             args = SimpleNamespace(**values)
             run = _QUICK_COMMANDS[command]
         command = args.command
-        run(args)
+        status = run(args)
         _flush_stdout()
-    except SystemExit as exit_:  # argparse's --help and usage errors, the hook's status
+    except SystemExit as exit_:  # argparse's --help and usage errors
         return exit_.code if isinstance(exit_.code, int) else EXIT_FAILED
     except UsageError as error:
         return _fail(EXIT_USAGE, f"{PROG} {command}: usage error: {error}")
@@ -453,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_FAILED, f"{PROG}: {error.strerror or error}")
     except Exception as error:  # a bug: still one line, never a traceback
         return _fail(EXIT_FAILED, f"{PROG}: internal error: {type(error).__name__}: {error}")
-    return EXIT_OK
+    return status or EXIT_OK
 
 
 def _fail(status: int, message: str) -> int:
