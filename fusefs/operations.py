@@ -101,6 +101,12 @@ class Operations(pyfuse3.Operations):
             self.freshness.watch(parts)
         return node
 
+    def _remember_temp(self, parts: Parts, temp: TempFile) -> Node:
+        """`_remember` for temporary file `temp`, which `parts` now names."""
+        node = self._remember(parts)
+        self._temp_of[node.ino] = temp
+        return node
+
     def _forget(self, node: Node, count: int = 1) -> None:
         gone = self.inodes.forget(node.ino, count)
         if gone is not None:
@@ -197,9 +203,7 @@ class Operations(pyfuse3.Operations):
         temp = self.temps.get(parent.parts, name)
         if temp is None:
             raise fail(errno.ENOENT)
-        node = self._remember(parts)
-        self._temp_of[node.ino] = temp
-        return self._temp_attrs(node.ino, temp)
+        return self._temp_attrs(self._remember_temp(parts, temp).ino, temp)
 
     @handler
     def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -428,9 +432,7 @@ class Operations(pyfuse3.Operations):
             return self._dir_attrs(self._remember(parts).ino, parts, st)
         temp = self.temps.get(parent, name)
         if temp is not None:
-            node = self._remember(parts)
-            self._temp_of[node.ino] = temp
-            return self._temp_attrs(node.ino, temp)
+            return self._temp_attrs(self._remember_temp(parts, temp).ino, temp)
         file = FILES.get(name)
         if file is None:
             return None
@@ -589,8 +591,7 @@ class Operations(pyfuse3.Operations):
                 node.ino, parent.parts, file, snapshot
             )
         temp = self.temps.create(parent.parts, name, ctx.uid, ctx.gid, mode & ~ctx.umask)
-        node = self._remember(parts)
-        self._temp_of[node.ino] = temp
+        node = self._remember_temp(parts, temp)
         fh = self.handles.add_file(TempHandle(node, temp, ctx.uid))
         self.temps.opened(temp)
         return FileInfo(fh=fh, direct_io=True), self._temp_attrs(node.ino, temp)
