@@ -12,8 +12,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-ACCESS: Final = "system.posix_acl_access"
-DEFAULT: Final = "system.posix_acl_default"
+from store.atomic import ACL_ACCESS, ACL_DEFAULT
+
+ACCESS: Final = ACL_ACCESS
+DEFAULT: Final = ACL_DEFAULT
 NAMES: Final = frozenset({ACCESS, DEFAULT})
 
 _HEADER: Final = struct.Struct("<I")
