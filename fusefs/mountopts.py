@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from fusefs.mount import MountRequest
-from store.locking import timeout_from_seconds
+from fusefs.quickargs import timeout_value
 
 KERNEL_FLAGS: Final = {
     "dev": "nodev",
@@ -121,7 +121,7 @@ def _apply_value(request: MountRequest, name: str, argument: str) -> MountReques
             return replace(request, depth=int(argument))
         case "lock_timeout":
             try:
-                timeout = timeout_from_seconds(float(argument))
+                timeout = timeout_value(argument)
             except ValueError:
                 raise MountOptionError(f"-o lock_timeout= {_WITH_VALUE[name]}") from None
             return replace(request, options=replace(request.options, lock_timeout=timeout))
