@@ -17,7 +17,6 @@ import collections
 import errno
 import os
 import re
-import select
 import shutil
 import statistics
 import subprocess
@@ -28,13 +27,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchlib import side_by_side
+from benchlib import LIFECYCLEFS, lifecyclefs_mount, rss_mib, side_by_side
 
 from store import Store, Timestamp
 from store.values import render_started_at
 
 REPO = Path(__file__).resolve().parent.parent
-LIFECYCLEFS = str(Path(sys.executable).with_name("lifecyclefs"))
 CONSTANT = b"2024-01-02T03:04:05.123456789Z\n"
 FLOORS = ("cache", "direct", "write", "write-acl")
 TARGETS = {"cat": 1.2, "write": 1.5, "read all": 12.0, "ls": 1.5}
@@ -130,32 +128,6 @@ def floor_mount(kind: str, mountpoint: Path) -> Iterator[int]:
         daemon.wait(timeout=30)
 
 
-def wait_for_exit(pid: int) -> None:
-    """Wait for process `pid` (not our child) to end."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    select.select([pidfd], [], [], 30)
-    os.close(pidfd)
-
-
-@contextmanager
-def lifecyclefs_mount(source: Path, mountpoint: Path, *options: str) -> Iterator[int]:
-    """lifecyclefs mounted on `mountpoint`; yields its daemon's pid."""
-    pid_file = mountpoint.with_suffix(".pid")
-    subprocess.run(
-        [LIFECYCLEFS, "mount", str(source), str(mountpoint), "--pid-file", str(pid_file), *options],
-        check=True,
-    )
-    pid = int(pid_file.read_text())
-    try:
-        yield pid
-    finally:
-        subprocess.run([LIFECYCLEFS, "umount", str(mountpoint)], check=True)
-        wait_for_exit(pid)
-
-
 @contextmanager
 def debug_mount(source: Path, mountpoint: Path, log: Path) -> Iterator[Callable[[], list[str]]]:
     """lifecyclefs with --debug; yields a function returning the opcodes logged since."""
@@ -211,15 +183,6 @@ def median_seconds(command: Callable[[], object], rounds: int) -> float:
         command()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def rss_mib(pid: int) -> float:
-    """The resident set size of process `pid`, in MiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 @contextmanager

@@ -23,13 +23,14 @@ import multiprocessing
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
+
+from benchlib import lifecyclefs_mount, rss_mib
 
 from store import Store, Timestamp
 from store.values import FIELDS
@@ -38,7 +39,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the suite's stand-in for nerdctl's writer, shared with it
 from tests.workers import nerdctl_bump  # noqa: E402 - needs the path above
 
-LIFECYCLEFS = str(Path(sys.executable).with_name("lifecyclefs"))
 ONE_SECOND = 1_000_000_000
 
 
@@ -102,38 +102,7 @@ def _worker(
 
 def daemon_sample(pid: int) -> tuple[int, float]:
     """(open descriptors, RSS in MiB) of process `pid`."""
-    descriptors = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/status") as status:
-        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-    return descriptors, rss
-
-
-class LiveMount:
-    """A lifecyclefs mount of `source` on `mountpoint`, unmounted on exit."""
-
-    def __init__(self, source: Path, mountpoint: Path, depth: int) -> None:
-        self.mountpoint = mountpoint
-        pid_file = mountpoint.with_suffix(".pid")
-        subprocess.run(
-            [
-                LIFECYCLEFS,
-                "mount",
-                "--depth",
-                str(depth),
-                "--pid-file",
-                str(pid_file),
-                str(source),
-                str(mountpoint),
-            ],
-            check=True,
-        )
-        self.pid = int(pid_file.read_text())
-
-    def __enter__(self) -> LiveMount:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run([LIFECYCLEFS, "umount", str(self.mountpoint)], check=False)
+    return len(os.listdir(f"/proc/{pid}/fd")), rss_mib(pid)
 
 
 @dataclass
@@ -182,7 +151,7 @@ def run_load(
         "raw_pause": str(raw_pause),
     }
     kinds = ["writer"] * writers + ["reader"] * readers + ["raw"] * raw
-    with LiveMount(source, mountpoint, 1):
+    with lifecyclefs_mount(source, mountpoint, "--depth", "1"):
         processes = [
             context.Process(target=_worker, args=(kind, index, paths, stop, out))
             for index, kind in enumerate(kinds)
@@ -234,13 +203,13 @@ def run_churn(
     mountpoint.mkdir()
     rng = random.Random(7)
     samples: list[tuple[float, int, float]] = []
-    with LiveMount(source, mountpoint, 2) as live:
+    with lifecyclefs_mount(source, mountpoint, "--depth", "2") as pid:
         start = time.monotonic()
         next_sample = start
         serial = 0
         while (now := time.monotonic()) - start < seconds:
             if now >= next_sample:
-                samples.append((now - start, *daemon_sample(live.pid)))
+                samples.append((now - start, *daemon_sample(pid)))
                 next_sample += interval
             serial += 1
             name = f"c{serial}"
@@ -258,7 +227,7 @@ def run_churn(
         shutil.rmtree(source / "default")
         (source / "default").mkdir()
         os.listdir(mountpoint / "default")
-        samples.append((time.monotonic() - start, *daemon_sample(live.pid)))
+        samples.append((time.monotonic() - start, *daemon_sample(pid)))
     return serial, samples
 
 
