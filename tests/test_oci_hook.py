@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from fusefs import ocihook, quickargs
 from fusefs.cli import build_parser
 from store import Lifecycle, LifecycleStoreError, Store, Timestamp
 from tests.conftest import LIFECYCLEFS, OCI_STATE
+from tests.outcomes import outcome
 from tests.processes import lock_held_elsewhere
 
 SAMPLES = sorted(OCI_STATE.glob("*.json"))
@@ -245,10 +247,7 @@ state_dirs = st.text(max_size=12) | st.sampled_from(["", "/", "relative", "/x\0y
 @settings(max_examples=300)
 @given(data=st.binary(max_size=60) | oci_json.map(lambda value: json.dumps(value).encode()))
 def test_read_state_gives_an_object_or_a_hook_input_error(data: bytes) -> None:
-    try:
-        state: object = ocihook.read_state(io.BytesIO(data))
-    except ocihook.HookInputError as error:
-        state = error
+    state = outcome(partial(ocihook.read_state, io.BytesIO(data)), ocihook.HookInputError)
     assert isinstance(state, dict) or str(state)
 
 
@@ -262,14 +261,9 @@ def test_read_state_gives_an_object_or_a_hook_input_error(data: bytes) -> None:
 def test_request_for_gives_a_request_or_a_hook_input_error(
     stage: str, state: dict[str, object], given_dir: str | None
 ) -> None:
-    try:
-        request = ocihook.request_for(stage, state, given_dir)
-    except ocihook.HookInputError as error:
-        refused: ocihook.HookInputError | None = error
-    else:
-        refused = None
-    if refused is not None:
-        assert str(refused)
+    request = outcome(partial(ocihook.request_for, stage, state, given_dir), ocihook.HookInputError)
+    if isinstance(request, ocihook.HookInputError):
+        assert str(request)
         return
     assert request.stage in ("createRuntime", "poststop")
     assert request.state_dir.startswith("/")
@@ -290,12 +284,8 @@ def test_run_changes_the_record_or_raises_a_store_error(
             os.mkdir(state_dir)
             with open(state_dir + "/lifecycle.json", "wb") as file:
                 file.write(record)
-        try:
-            ocihook.run(ocihook.HookRequest(stage, state_dir), lock_timeout=1.0)
-        except LifecycleStoreError as error:
-            failed: LifecycleStoreError | None = error
-        else:
-            failed = None
+        request = ocihook.HookRequest(stage, state_dir)
+        failed = outcome(partial(ocihook.run, request, lock_timeout=1.0), LifecycleStoreError)
         if failed is not None:
             assert str(failed)
             return
