@@ -73,6 +73,23 @@ def lifecyclefs(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
     return result
 
 
+def lifecyclefs_to_a_gone_reader(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `lifecyclefs ARGS...` with stdout a pipe nobody reads (`... | head -0`)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [LIFECYCLEFS, *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
 @dataclass
 class Mount:
     """A live lifecyclefs mount made by the `mount` fixture."""

@@ -15,7 +15,7 @@ import pytest
 
 from store import Lifecycle, RecordCorruptError, Store, Timestamp
 from store.atomic import TEMP_NAME
-from tests.conftest import GOLDEN, LIFECYCLEFS, lifecyclefs
+from tests.conftest import GOLDEN, LIFECYCLEFS, lifecyclefs, lifecyclefs_to_a_gone_reader
 from tests.processes import lock_held_elsewhere
 from tests.test_operator_files import INSTALLED, SCRIPTS, unit_settings
 
@@ -154,19 +154,7 @@ def test_repair_keeps_a_copy_then_replaces_atomically_and_durably(tmp_path: Path
 
 
 def test_repair_goes_on_when_the_reader_leaves(torn_tree: Path) -> None:
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # `lifecyclefs check --repair ... | head -0`
-    try:
-        result = subprocess.run(
-            [LIFECYCLEFS, "check", "--repair", "--depth", "2", str(torn_tree)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    result = lifecyclefs_to_a_gone_reader("check", "--repair", "--depth", "2", str(torn_tree))
     assert (result.returncode, result.stderr) == (0, "")
     assert lifecyclefs("check", "--depth", "2", str(torn_tree)).stdout == ""
 

@@ -11,7 +11,7 @@ import pytest
 
 from fusefs.ps import human_duration, status
 from store import Lifecycle, Store, Timestamp
-from tests.conftest import LIFECYCLEFS, lifecyclefs
+from tests.conftest import LIFECYCLEFS, lifecyclefs, lifecyclefs_to_a_gone_reader
 from tests.processes import lock_held_elsewhere
 
 SECOND = 1_000_000_000
@@ -212,19 +212,7 @@ def test_ps_never_waits_for_a_lock(tree: Path) -> None:
 
 
 def test_a_reader_that_leaves_early_is_not_an_error(tree: Path) -> None:
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # `lifecyclefs ps | head -0`
-    try:
-        result = subprocess.run(
-            [LIFECYCLEFS, "ps", "--depth", "2", str(tree)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    result = lifecyclefs_to_a_gone_reader("ps", "--depth", "2", str(tree))
     assert (result.returncode, result.stderr) == (0, "")
 
 
