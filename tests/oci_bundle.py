@@ -262,7 +262,7 @@ def remove_cgroups(container_id: str) -> None:
     dirs = [Path(top, container_id) for top, names, _ in os.walk(CGROUP) if container_id in names]
     for d in dirs:
         for pid in (d / "cgroup.procs").read_text().split():
-            _kill_and_wait(int(pid))
+            kill_and_wait(int(pid))
     for d in dirs:
         d.rmdir()
 
@@ -319,7 +319,7 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _kill_and_wait(pid: int) -> None:
+def kill_and_wait(pid: int) -> None:
     """SIGKILL ``pid`` and block until it has exited (not necessarily been reaped)."""
     try:
         fd = os.pidfd_open(pid)

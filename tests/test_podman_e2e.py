@@ -27,7 +27,7 @@ import pytest
 
 from store import Lifecycle, Store, Timestamp
 from tests.conftest import LIFECYCLEFS
-from tests.oci_bundle import CGROUP, make_bundle
+from tests.oci_bundle import CGROUP, kill_and_wait, make_bundle
 
 HOOKS_D = Path(__file__).resolve().parent.parent / "scripts" / "hooks.d"
 INSTALLED = "/usr/local/bin/lifecyclefs"
@@ -151,7 +151,7 @@ def remove_cgroups(parent: str) -> list[str]:
     """Remove the cgroup `parent` (and its children) in every hierarchy.
 
     podman makes it (and `conmon` in it) and leaves it. Return the paths that still
-    held a process (each is killed first).
+    held a process (each is killed, and waited for, first).
     """
     busy = []
     for hierarchy in Path(CGROUP).iterdir():
@@ -161,7 +161,7 @@ def remove_cgroups(parent: str) -> list[str]:
         for directory, _, _ in sorted(os.walk(top), key=lambda walked: -len(walked[0])):
             procs = Path(directory, "cgroup.procs").read_text().split()
             for pid in procs:
-                os.kill(int(pid), signal.SIGKILL)
+                kill_and_wait(int(pid))
             if procs:
                 busy.append(directory)
             os.rmdir(directory)
