@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from fusefs.containers import is_io_error, printable, walk
+from fusefs.containers import is_io_error, open_view, printable, walk
 from fusefs.output import emit
 from fusefs.view import Parts, View
 from store import Lifecycle, LifecycleStoreError, Timestamp
@@ -321,10 +321,7 @@ def main(sources: Sequence[str], depth: int, *, repair: bool, lock_timeout: floa
     views: list[View] = []
     try:
         for source in sources:
-            try:
-                views.append(View(source, depth))
-            except OSError as error:
-                raise CommandError(f"cannot open {source}: {error.strerror}") from error
+            views.append(open_view(source, depth))
         unresolved = 0
         for view in views:
             try:

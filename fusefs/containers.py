@@ -18,6 +18,16 @@ from store.record import read_record
 from store.values import FIELDS
 
 
+def open_view(source: str, depth: int) -> View:
+    """The view of SOURCE for a command; `CommandError` (one line) when it cannot be opened."""
+    from fusefs.cli import CommandError  # noqa: PLC0415 - cli imports the commands that use us
+
+    try:
+        return View(source, depth)
+    except OSError as error:
+        raise CommandError(f"cannot open {source}: {error.strerror}") from error
+
+
 def walk(view: View, under: Parts = ()) -> Iterator[Parts]:
     """Every container directory at or below `under`, depth first, in name order.
 

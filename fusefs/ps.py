@@ -21,6 +21,7 @@ from typing import Final
 
 from fusefs.containers import (
     is_io_error,
+    open_view,
     printable,
     read_snapshot,
     relative_path,
@@ -206,10 +207,7 @@ def main(source: str, depth: int, *, as_json: bool, truncate: bool) -> int:
     """`lifecyclefs ps`: print the containers; 1 if any record could not be read."""
     from fusefs.cli import EXIT_FAILED, EXIT_OK, PROG, CommandError  # noqa: PLC0415
 
-    try:
-        view = View(source, depth)
-    except OSError as error:
-        raise CommandError(f"cannot open {source}: {error.strerror}") from error
+    view = open_view(source, depth)
     try:
         rows = read_rows(view)
     except OSError as error:

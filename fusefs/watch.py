@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Final
 
 from fusefs import inotify
-from fusefs.containers import read_snapshot, relative_path, started_at_value
+from fusefs.containers import open_view, read_snapshot, relative_path, started_at_value
 from fusefs.output import emit
 from fusefs.view import Parts, View, is_visible
 from store import LifecycleStoreError
@@ -239,10 +239,7 @@ def main(source: str, depth: int, *, initial: bool) -> int:
     from fusefs.cli import EXIT_OK, CommandError  # noqa: PLC0415 - cli imports us
 
     with _stop_signals() as stop_fd:
-        try:
-            view = View(source, depth)
-        except OSError as error:
-            raise CommandError(f"cannot open {source}: {error.strerror}") from error
+        view = open_view(source, depth)
         try:
             watch(view, initial=initial, stop_fd=stop_fd)
         except ReaderGoneError:
