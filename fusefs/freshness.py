@@ -182,6 +182,8 @@ class Freshness:
         self._queued = select.poll()
         self._queued.register(self._inotify.fileno(), select.POLLIN)
         self._watches = inotify.Watches(self._inotify)
+        self._watched = self._watches.paths()
+        """The watched directories, live (tested on every request: a C-level lookup)."""
         self._copies: dict[int, _KernelCopy] = {}
         """What the kernel holds of each of our file inodes."""
         self._snapshots: dict[Parts, Snapshot] = {}
@@ -201,7 +203,7 @@ class Freshness:
 
     def watch(self, parts: Parts) -> None:
         """Watch directory `parts` (the kernel now holds it); quietly unwatched if we cannot."""
-        if parts in self._watches:
+        if parts in self._watched:
             return
         try:
             fd = self._view.open_path(parts)
@@ -252,7 +254,7 @@ class Freshness:
     def _read(self, container: Parts) -> Snapshot:
         record, st = self._view.read_record(container)
         snapshot = Snapshot(record, None if st is None else FileMeta.of(st))
-        if container in self._watches and (st is None or st.st_size <= _CACHED_RECORD_BYTES):
+        if container in self._watched and (st is None or st.st_size <= _CACHED_RECORD_BYTES):
             if len(self._snapshots) >= _CACHED_RECORDS:
                 self._snapshots.clear()
             self._snapshots[container] = snapshot
@@ -265,7 +267,7 @@ class Freshness:
 
     def listed(self, parts: Parts, names: list[bytes]) -> None:
         """Keep the listing of `parts` (read after `listing` said None) while it holds."""
-        if parts not in self._watches:
+        if parts not in self._watched:
             return
         if sum(map(len, self._listings.values())) + len(names) > _LISTED_NAMES:
             self._listings.clear()
@@ -278,11 +280,11 @@ class Freshness:
 
     def timeouts(self, directory: Parts) -> Timeouts:
         """How long the kernel may keep entries and attributes of (or in) `directory`."""
-        return WATCHED if directory in self._watches else UNWATCHED
+        return WATCHED if directory in self._watched else UNWATCHED
 
     def kept_fresh(self, directory: Parts) -> bool:
         """Whether every change to `directory`'s attributes reaches us (it is watched)."""
-        return directory in self._watches
+        return directory in self._watched
 
     # What the kernel holds of each file ----------------------------------------------
 

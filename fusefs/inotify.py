@@ -153,9 +153,6 @@ class Watches:
         self._paths: dict[int, Parts] = {}
         self._wds: dict[Parts, int] = {}
 
-    def __contains__(self, parts: object) -> bool:
-        return parts in self._wds
-
     def add(self, parts: Parts, fd: int, mask: int) -> int:
         """Watch the directory open on `fd` as `parts`; its descriptor. OSError if we cannot."""
         wd = self._inotify.add_watch_fd(fd, mask)
@@ -178,7 +175,7 @@ class Watches:
         return self._wds.get(parts)
 
     def paths(self) -> KeysView[Parts]:
-        """Every path watched."""
+        """Every path watched: a live view, which follows every change."""
         return self._wds.keys()
 
     def dropped(self, wd: int) -> None:

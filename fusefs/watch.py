@@ -100,7 +100,7 @@ class Watcher:
                 else:
                     self._remove_tree(child)
         for container in dirty:
-            if container in self._watches:
+            if container in self._watches.paths():
                 self._refresh(container, report=True)
 
     def rescan(self) -> None:
