@@ -30,16 +30,22 @@ _ZERO_UNIX_NS: Final = -62_135_596_800 * _NS_PER_SECOND
 # number of fraction digits (only the first nine count), "Z" or a +hh:mm offset whose
 # hour may be 24 and minute 60. re.ASCII keeps \d to 0-9 as Go's parser does.
 RFC3339_PATTERN: Final = (
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{1,2}):(\d{2}):(\d{2})"
+    r"(\d{4}-\d{2}-\d{2})T(\d{1,2}):(\d{2}):(\d{2})"
     r"(?:[.,](\d+))?"
     r"(?:Z|([+-])(\d{2}):(\d{2}))"
 )
+# What nerdctl itself writes (Go's RFC3339Nano in UTC), a subset of the above with the
+# same groups up to the fraction: tried first, as the simpler pattern matches faster.
+NERDCTL_PATTERN: Final = r"(\d{4}-\d{2}-\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z"
 _DAYS_CACHED: Final = 4096
 _days_cache: dict[str, int] = {}
 """Days since 1970-01-01 of an RFC 3339 date text (`2024-01-02`, ten characters), checked
 to exist. Parsed timestamps themselves are not cached: the codec caches whole records."""
+_date_texts: dict[int, str] = {}
+"""The reverse, for formatting: `2024-01-02T` by days since 1970-01-01 (years 0-9999)."""
 _FRACTION_SCALE: Final = (0, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1000, 100, 10, 1)
 _rfc3339: re.Pattern[str] | None = None
+_nerdctl: re.Pattern[str] | None = None
 
 
 def _is_leap(year: int) -> bool:
@@ -77,13 +83,15 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     return year_of_era + era * 400 + (month <= 2), month, day
 
 
-def _pattern() -> re.Pattern[str]:
-    global _rfc3339  # noqa: PLW0603 - compiled once, on first use
-    if _rfc3339 is None:
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(nerdctl's form, any RFC 3339 Go accepts), compiled once, on first use."""
+    global _nerdctl, _rfc3339  # noqa: PLW0603
+    if _nerdctl is None or _rfc3339 is None:
         import re  # noqa: PLC0415 - only parsing needs it
 
+        _nerdctl = re.compile(NERDCTL_PATTERN, re.ASCII)
         _rfc3339 = re.compile(RFC3339_PATTERN, re.ASCII)
-    return _rfc3339
+    return _nerdctl, _rfc3339
 
 
 def _refuse(text: str, problem: str) -> NoReturn:
@@ -91,8 +99,8 @@ def _refuse(text: str, problem: str) -> NoReturn:
     raise ValueError(f"{problem}: {shown!r}")
 
 
-def _days(date: str, year: str, month: str, day: str, text: str) -> int:
-    y, m, d = int(year), int(month), int(day)
+def _days(date: str, text: str) -> int:
+    y, m, d = int(date[:4]), int(date[5:7]), int(date[8:])
     if not 1 <= m <= 12:
         _refuse(text, "month out of range in")
     if not 1 <= d <= _days_in_month(y, m):
@@ -104,19 +112,31 @@ def _days(date: str, year: str, month: str, day: str, text: str) -> int:
     return days
 
 
+def _date_text(days: int, *, strict: bool) -> str:
+    """`2024-01-02T` for a day count since 1970-01-01 (kept for years 0-9999)."""
+    year, month, day = _civil_from_days(days)
+    if 0 <= year <= 9999:
+        text = f"{year:04d}-{month:02d}-{day:02d}T"
+        if len(_date_texts) >= _DAYS_CACHED:
+            _date_texts.clear()
+        _date_texts[days] = text
+        return text
+    if strict:
+        raise ValueError(f"year {year} is outside RFC 3339's range 0000-9999")
+    # Go's appendInt(year, 4): a sign, then at least four digits
+    year_text = f"-{-year:04d}" if year < 0 else str(year)
+    return f"{year_text}-{month:02d}-{day:02d}T"
+
+
 def _format(unix_ns: int, offset: int, *, strict: bool) -> str:
     seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
     days, second_of_day = divmod(seconds + offset, _SECONDS_PER_DAY)
-    year, month, day = _civil_from_days(days)
-    if 0 <= year <= 9999:
-        year_text = f"{year:04d}"
-    elif strict:
-        raise ValueError(f"year {year} is outside RFC 3339's range 0000-9999")
-    else:  # Go's appendInt(year, 4): a sign, then at least four digits
-        year_text = f"-{-year:04d}" if year < 0 else str(year)
+    date = _date_texts.get(days)
+    if date is None:
+        date = _date_text(days, strict=strict)
     hour, rest = divmod(second_of_day, 3600)
     minute, second = divmod(rest, 60)
-    text = f"{year_text}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    text = f"{date}{hour:02d}:{minute:02d}:{second:02d}"
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     if offset == 0:
@@ -186,20 +206,23 @@ class Timestamp:
         UTC. Rejected: lowercase `t`/`z`, a space separator, a missing or colon-less
         offset, a leap second and dates that do not exist (`1900-02-29`).
         """
-        match = (_rfc3339 or _pattern()).fullmatch(text)
-        if match is None:
-            _refuse(text, "not an RFC 3339 time")
-        year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = (
-            match.groups()
-        )
-        days = _days_cache.get(text[:10])
+        match = (_nerdctl or _patterns()[0]).fullmatch(text)
+        if match is not None:
+            date, hour, minute, second, fraction = match.groups()
+            sign = zone_hours = zone_minutes = ""
+        else:
+            match = (_rfc3339 or _patterns()[1]).fullmatch(text)
+            if match is None:
+                _refuse(text, "not an RFC 3339 time")
+            date, hour, minute, second, fraction, sign, zone_hours, zone_minutes = match.groups()
+        days = _days_cache.get(date)
         if days is None:
-            days = _days(text[:10], year, month, day, text)
+            days = _days(date, text)
         h, m, s = int(hour), int(minute), int(second)
         if h > 23 or m > 59 or s > 59:
             _refuse(text, "time of day out of range in")
         seconds = days * _SECONDS_PER_DAY + h * 3600 + m * 60 + s
-        if sign is not None:
+        if sign:
             hours, minutes = int(zone_hours), int(zone_minutes)
             if hours > 24 or minutes > 60:
                 _refuse(text, "UTC offset out of range in")

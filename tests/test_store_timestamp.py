@@ -73,6 +73,19 @@ def test_years_rfc3339_cannot_express_are_refused_when_formatting() -> None:
     with pytest.raises(ValueError, match="10000"):
         late.format()
     assert "10000" not in repr(late)
+    assert late.format_go().startswith("10000-01-01T")  # printed, never kept for format()
+    with pytest.raises(ValueError, match="10000"):
+        Timestamp(late.unix_ns).format()
+
+
+def test_formatting_caches_stay_bounded() -> None:
+    from store import timestamp  # noqa: PLC0415 - its caches
+
+    day = 86_400 * 1_000_000_000
+    for index in range(3 * 4096):
+        Timestamp(index * day).format()
+    assert 0 < len(timestamp._date_texts) <= 4096
+    assert Timestamp(5 * day).format() == "1970-01-06T00:00:00Z"
 
 
 def test_a_sub_minute_offset_is_cut_as_go_cuts_it() -> None:
