@@ -8,6 +8,8 @@ mount or this one. The rules that keep every answer right:
 - inotify on every directory the kernel knows reports every change to it, by anyone.
   The attributes of what changed are invalidated at once (so `stat` and `ls -l` see
   the change within milliseconds) and `poll` waiters on values that changed are woken.
+  A write through the mount invalidates its container's files itself, before it
+  answers; the directory's new mtime comes with the watcher's batch, as any change's.
   With those watches the kernel may keep entries and attributes for an hour; where a
   watch cannot be had (inotify's limit), it keeps them for one second only, and files
   there are never served from the page cache.
@@ -437,15 +439,19 @@ class Freshness:
     ) -> None:
         """`container`'s record changed (None: it is unreadable now); tell the kernel.
 
-        The attributes of its directory and files are invalidated (see the rules
-        above), readers without the page cache get the new value from their next read
-        at offset 0, and `poll` waiters on values that changed are woken. `written` is
-        the file just written through the mount: the kernel dropped its size and times
-        itself, and keeps its mode, so that the writer's next open needs no request.
+        The attributes of its files are invalidated (see the rules above), readers
+        without the page cache get the new value from their next read at offset 0, and
+        `poll` waiters on values that changed are woken. `written` is the file just
+        written through the mount: the kernel dropped its size and times itself, and
+        keeps its mode, so that the writer's next open needs no request.
+
+        The directory's own attributes (the rename moved its mtime) are left to the
+        watcher's next batch, within milliseconds, as for a change made outside:
+        invalidating them here made the kernel ask for them again at every write,
+        which cost a third of the write.
         """
         self._snapshots.pop(container, None)
         self._busy(container)
-        self._invalidate_directory(container)
         for file, ino, copy in self._held_files(container):
             if ino == written:
                 copy.attrs_valid = False
@@ -493,10 +499,9 @@ class Freshness:
             return None
 
     def _refresh(self, container: Parts) -> None:
-        if not any(self._inodes.find((*container, name)) for name in FILES):
-            self._invalidate_directory(container)
-            return
-        self.record_changed(container, self._reread(container))
+        self._invalidate_directory(container)
+        if any(self._inodes.find((*container, name)) for name in FILES):
+            self.record_changed(container, self._reread(container))
 
     def _everything_changed(self) -> None:
         """inotify lost events: everything may have changed."""

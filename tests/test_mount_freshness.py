@@ -127,6 +127,21 @@ def test_our_write_updates_every_file_of_the_container(
     ).read_bytes()
 
 
+def test_the_container_directory_shows_our_write_within_100_ms(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    mnt = mount(source, "--depth", "2").path
+    container, backing = mnt / "default" / "c1", source / "default" / "c1"
+    os.utime(backing, ns=(10**9, 10**9))  # so that the write's rename surely moves it
+    assert within(1.0, lambda: container.stat().st_mtime_ns == 10**9)
+    (container / "create_error").write_text("true\n")
+    start = time.monotonic()
+    changed = backing.stat().st_mtime_ns
+    assert changed != 10**9
+    assert within(1.0, lambda: container.stat().st_mtime_ns == changed), "stat never caught up"
+    assert time.monotonic() - start < 0.1
+
+
 def test_a_file_held_open_rereads_the_new_value_from_the_start(
     mount: Callable[..., Mount], source: Path
 ) -> None:
