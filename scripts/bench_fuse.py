@@ -216,23 +216,31 @@ def bench_requests(work: Path) -> None:
     mountpoint = work / "requests-mnt"
     mountpoint.mkdir()
     value = mountpoint / "c1" / "started_at"
-    commands = {
-        "cat started_at": ["cat", str(value)],
-        "stat started_at": ["stat", str(value)],
-        "ls -l of a container": ["ls", "-l", str(mountpoint / "c1")],
-        "echo true > create_error": ["sh", "-c", f"echo true > {mountpoint}/c1/create_error"],
+    write = f"echo true > {mountpoint}/c1/create_error"
+    burst = 20
+    commands = {  # name: (command, how many operations it makes)
+        "cat started_at": (["cat", str(value)], 1),
+        "stat started_at": (["stat", str(value)], 1),
+        "ls -l of a container": (["ls", "-l", str(mountpoint / "c1")], 1),
+        "echo true > create_error": (["sh", "-c", write], 1),
+        f"the same, {burst} back to back": (
+            ["sh", "-c", f"for i in $(seq {burst}); do {write}; done"],
+            burst,
+        ),
     }
     print("\n## Requests the daemon serves per operation (warm caches; RELEASE is not waited for)")
     with debug_mount(source, mountpoint, work / "requests.log") as since:
-        for name, command in commands.items():
+        for name, (command, operations) in commands.items():
             for _ in range(3):  # warm: the first run looks things up, the second reads
                 subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
             since()
             subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
             counts = collections.Counter(since())
-            waited = sum(n for opcode, n in counts.items() if opcode != "RELEASE")
-            shown = ", ".join(f"{opcode} {n}" for opcode, n in sorted(counts.items()))
-            print(f"{name:<32}{waited:>3} waited for   ({shown})")
+            waited = sum(n for opcode, n in counts.items() if opcode != "RELEASE") / operations
+            shown = ", ".join(
+                f"{opcode} {n / operations:.3g}" for opcode, n in sorted(counts.items())
+            )
+            print(f"{name:<32}{waited:>5.3g} waited for   ({shown})")
 
 
 def bench_small_files(work: Path, count: int, rounds: int) -> None:
