@@ -217,7 +217,7 @@ def _daemonize(request: MountRequest, view: View) -> None:
 def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> None:
     operations = Operations(view, request.options)
     fuse_options = set(pyfuse3.default_options) | {
-        f"fsname={view.source}",
+        f"fsname={_option_value(view.source)}",
         "subtype=lifecyclefs",
     }
     fuse_options.update(request.mount_flags)
@@ -244,6 +244,11 @@ def _serve(request: MountRequest, view: View, on_ready: Callable[[], None]) -> N
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(request.pid_file)
         log.info("unmounted %s", request.mountpoint)
+
+
+def _option_value(text: str) -> str:
+    """`text` as one value in libfuse's comma-separated options (`\\` escapes)."""
+    return text.replace("\\", "\\\\").replace(",", "\\,")
 
 
 def _init(operations: Operations, mountpoint: str, fuse_options: set[str]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fusefs.mount import lifecyclefs_mounts
+from fusefs.mount import lifecyclefs_mounts, unescape_mount_field
 from fusefs.mountlock import lock_path
 from store import Store, Timestamp
 from tests.conftest import LIFECYCLEFS, Mount, lifecyclefs, wait_for_exit
@@ -195,6 +195,23 @@ def test_a_symlinked_source_is_resolved_once_at_mount(
     link.unlink()
     link.symlink_to(elsewhere)
     assert os.listdir(live.path) == ["c1"]
+
+
+def test_a_source_whose_path_holds_a_comma_or_a_backslash_mounts(
+    mount: Callable[..., Mount], tmp_path: Path
+) -> None:
+    # libfuse splits its options at commas: the path must reach it escaped.
+    source = tmp_path / "data,root\\x"
+    Store(source / "c1", create=True).update(started_at=Timestamp(0))
+    live = mount(source)
+    assert (live.path / "c1" / "started_at").read_text() == "1970-01-01T00:00:00Z\n"
+    with open("/proc/self/mountinfo") as file:
+        sources = [
+            unescape_mount_field(line.partition(" - ")[2].split(" ")[1])
+            for line in file
+            if unescape_mount_field(line.split(" ")[4]) == str(live.path)
+        ]
+    assert sources == [str(source)]
 
 
 def test_the_daemon_raises_its_descriptor_limit_to_the_hard_limit(
