@@ -75,9 +75,12 @@ def as_mount_helper_call(parser: argparse.ArgumentParser, argv: list[str]) -> li
     """`argv` with `mount` put first when it is a mount helper's call, else `argv` itself.
 
     fuse3's mount helper (`mount -t fuse.lifecyclefs`, fstab) runs
-    `lifecyclefs SOURCE MOUNTPOINT -o OPTIONS`: two operands and no subcommand.
+    `lifecyclefs SOURCE MOUNTPOINT -o OPTIONS`: two operands and no subcommand. The
+    first must look like a path (a `/` in it, or a directory here): a misspelt
+    subcommand with two operands stays a usage error instead of a mount attempt.
     """
     import argparse  # noqa: PLC0415 - the parser's module: already imported
+    import os  # noqa: PLC0415 - loaded with the interpreter anyway
 
     commands = next(  # argparse has no public way to list the subcommands
         action.choices
@@ -89,6 +92,7 @@ def as_mount_helper_call(parser: argparse.ArgumentParser, argv: list[str]) -> li
         len(operands) == 2
         and operands[0] not in commands
         and not any(operand.startswith("-") for operand in operands)
+        and ("/" in operands[0] or os.path.isdir(operands[0]))
     ):
         return ["mount", *argv]
     return argv

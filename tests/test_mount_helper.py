@@ -167,7 +167,7 @@ def test_bad_o_options_are_one_line_and_exit_1(
         assert result.returncode == 1
         assert result.stderr.startswith(f"lifecyclefs: {message}")
         assert result.stderr.count("\n") == 1
-    assert str(mountpoint) not in lifecyclefs_mounts()
+    assert str(source / "c1") not in lifecyclefs_mounts()
 
 
 def test_the_last_of_ro_and_rw_wins(source: Path, mountpoint: Path, tmp_path: Path) -> None:
@@ -182,7 +182,12 @@ def test_the_last_of_ro_and_rw_wins(source: Path, mountpoint: Path, tmp_path: Pa
     assert Store(source / "default" / "c1").load().create_error is True
 
 
-def test_a_misspelt_command_is_still_a_usage_error() -> None:
+def test_a_misspelt_command_is_still_a_usage_error(source: Path) -> None:
     result = lifecyclefs("frobnicate", check=False)
     assert result.returncode == 2
     assert "usage error" in result.stderr
+    # Two operands, as the mount helper passes: still the typo it is, nothing mounted.
+    result = lifecyclefs("gett", str(source / "c1"), check=False)
+    assert result.returncode == 2
+    assert "invalid choice: 'gett'" in result.stderr
+    assert str(source / "c1") not in lifecyclefs_mounts()
