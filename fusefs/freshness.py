@@ -499,7 +499,6 @@ class Freshness:
             return None
 
     def _refresh(self, container: Parts) -> None:
-        self._invalidate_directory(container)
         if any(self._inodes.find((*container, name)) for name in FILES):
             self.record_changed(container, self._reread(container))
 
@@ -558,7 +557,7 @@ class Freshness:
                     gone.add((parts, event.name))
                 if event.mask & _ENTRY_CHANGED:
                     self._listings.pop(parts, None)
-        for parts in directories - changed:
+        for parts in directories:  # every changed container's directory among them
             self._invalidate_directory(parts)
         for container in changed:
             self._refresh(container)
