@@ -50,7 +50,7 @@ def read_snapshot(view: View, container: Parts) -> Lifecycle | None:
     None too when the container itself is gone. Raise `LifecycleStoreError` when the
     record cannot be read or nerdctl would refuse it (`RecordCorruptError`).
     """
-    path = record_path(view, container)
+    path = view.record_path(container)
     try:
         fd = view.open_record(container)
     except FileNotFoundError:
@@ -61,11 +61,6 @@ def read_snapshot(view: View, container: Parts) -> Lifecycle | None:
         return read_record(fd, path)[0]
     finally:
         os.close(fd)
-
-
-def record_path(view: View, container: Parts) -> str:
-    """The backing path of the container's lifecycle.json, for messages."""
-    return os.path.join(view.display_path(container), "lifecycle.json")
 
 
 def is_io_error(error: LifecycleStoreError) -> bool:

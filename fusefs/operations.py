@@ -33,11 +33,9 @@ from fusefs.handles import DirHandle, HandleTable, ReadHandle, TempHandle, Write
 from fusefs.inodes import InodeTable, Node
 from fusefs.tempfiles import TempFile, TempFiles
 from fusefs.view import Parts, View, is_visible
-from store.record import RECORD_NAME
 
 log = logging.getLogger("lifecyclefs")
 
-RECORD: Final = RECORD_NAME.encode()
 _LISTING_ENTRY_BYTES: Final = 256
 """What one entry of an open listing costs, counted against its user's budget."""
 _EXPIRY_SECONDS: Final = 5.0
@@ -500,7 +498,7 @@ class Operations(pyfuse3.Operations):
         container = node.parts[:-1]
         data = self.freshness.snapshot(container).value(file)
         if self.corrupt:
-            self.corrupt.forget(self.view.display_path((*container, RECORD)))
+            self.corrupt.forget(self.view.record_path(container))
         handle = ReadHandle(node, file, data, ctx.uid)
         fh = self.handles.add_file(handle)
         keep = self.freshness.opened_for_reading(handle, cacheable=file.writable)

@@ -140,6 +140,10 @@ class View:
         """The backing path of `parts`, for messages."""
         return os.path.join(self.source, *(os.fsdecode(part) for part in parts))
 
+    def record_path(self, container: Parts) -> str:
+        """The backing path of `container`'s lifecycle.json, for messages."""
+        return self.display_path((*container, _RECORD))
+
     def open_dir(self, parts: Parts) -> int:
         """A new descriptor of the directory `parts`, reached without following symlinks.
 
@@ -209,7 +213,7 @@ class View:
         A missing record is all unset (stat None); a container that is not shown (any
         more) is FileNotFoundError. Store failures raise LifecycleStoreError.
         """
-        path = self.display_path((*container, _RECORD))
+        path = self.record_path(container)
         try:
             fd = self.open_record(container)
         except OSError as error:
@@ -228,12 +232,7 @@ class View:
         A container without a record has no record ACL. Errors are OSError.
         """
         try:
-            if of_record:
-                fd = self.open_record(parts)
-            elif parts:
-                fd = self._open_beneath(parts, _DIR_FLAGS)
-            else:
-                fd = os.dup(self.source_fd)
+            fd = self.open_record(parts) if of_record else self.open_dir(parts)
         except FileNotFoundError:
             if of_record:
                 self.stat_dir(parts)
