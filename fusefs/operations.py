@@ -483,18 +483,14 @@ class Operations(pyfuse3.Operations):
         if temp is not None:
             if flags & os.O_TRUNC:
                 self.temps.truncate(temp, 0)
-            fh = self.handles.add_file(TempHandle(node, temp, ctx.uid))
-            self.temps.opened(temp)
-            return FileInfo(fh=fh, direct_io=True)
+            return self._open_temp(node, temp, ctx.uid)
         file = self._file(node)
         if flags & os.O_ACCMODE != os.O_RDONLY:
             if self.options.read_only:
                 raise fail(errno.EROFS)
             if not file.writable:
                 raise fail(errno.EACCES)
-            fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
-            await self.freshness.opened_for_writing(inode)
-            return FileInfo(fh=fh, direct_io=True)
+            return await self._open_for_writing(node, file, ctx.uid)
         container = node.parts[:-1]
         data = self.freshness.snapshot(container).value(file)
         if self.corrupt:
@@ -505,6 +501,16 @@ class Operations(pyfuse3.Operations):
         if keep is None:  # lifecycle.json (it may span pages), or a file being written
             return FileInfo(fh=fh, direct_io=True)
         return FileInfo(fh=fh, keep_cache=keep)
+
+    async def _open_for_writing(self, node: Node, file: ContainerFile, uid: int) -> FileInfo:
+        fh = self.handles.add_file(WriteHandle(node, file, uid))
+        await self.freshness.opened_for_writing(node.ino)
+        return FileInfo(fh=fh, direct_io=True)
+
+    def _open_temp(self, node: Node, temp: TempFile, uid: int) -> FileInfo:
+        fh = self.handles.add_file(TempHandle(node, temp, uid))
+        self.temps.opened(temp)
+        return FileInfo(fh=fh, direct_io=True)
 
     @handler
     def read(self, fh: int, off: int, size: int) -> bytes:
@@ -582,17 +588,12 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.EEXIST)
             self.temps.value_file_made_again(parent.parts, name, ctx.uid)
             node = self._remember(parts)
-            fh = self.handles.add_file(WriteHandle(node, file, ctx.uid))
-            await self.freshness.opened_for_writing(node.ino)
+            info = await self._open_for_writing(node, file, ctx.uid)
             snapshot = self.freshness.snapshot(parent.parts)
-            return FileInfo(fh=fh, direct_io=True), self._file_attrs(
-                node.ino, parent.parts, file, snapshot
-            )
+            return info, self._file_attrs(node.ino, parent.parts, file, snapshot)
         temp = self.temps.create(parent.parts, name, ctx.uid, ctx.gid, mode & ~ctx.umask)
         node = self._remember_temp(parts, temp)
-        fh = self.handles.add_file(TempHandle(node, temp, ctx.uid))
-        self.temps.opened(temp)
-        return FileInfo(fh=fh, direct_io=True), self._temp_attrs(node.ino, temp)
+        return self._open_temp(node, temp, ctx.uid), self._temp_attrs(node.ino, temp)
 
     @handler
     def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
