@@ -17,6 +17,8 @@ from typing import Final, NamedTuple
 
 from pyfuse3 import EntryAttributes
 
+from store.atomic import NEW_FILE_MODE
+
 _BLOCK: Final = 512
 _WRITE_BITS: Final = 0o222
 
@@ -83,7 +85,7 @@ def value_file(
     """
     if record is None:
         assert dir_stat is not None, "a container's file needs its record's or directory's stat"
-        record = FileMeta.of(dir_stat)._replace(mode=0o600)
+        record = FileMeta.of(dir_stat)._replace(mode=NEW_FILE_MODE)
     mode = stat.S_IMODE(record.mode)
     if not writable:
         mode &= ~_WRITE_BITS

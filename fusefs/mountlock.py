@@ -63,7 +63,7 @@ def held(mountpoint: str, may_wait: Callable[[], bool]) -> Iterator[None]:
     """
     path = lock_path(mountpoint)
     _make_directory(os.path.dirname(path))
-    lock = FileLock(path, mode=0o600, thread_local=False)
+    lock = _file_lock(path)
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         try:
@@ -83,6 +83,11 @@ def held(mountpoint: str, may_wait: Callable[[], bool]) -> Iterator[None]:
         lock.release()
 
 
+def _file_lock(path: str) -> FileLock:
+    """The lock of one mount point's file (0600; any thread of ours may release it)."""
+    return FileLock(path, mode=0o600, thread_local=False)
+
+
 def remove_stale(mountpoint: str) -> None:
     """Remove `mountpoint`'s lock file if no process holds it (its daemon was killed).
 
@@ -91,7 +96,7 @@ def remove_stale(mountpoint: str) -> None:
     path = lock_path(mountpoint)
     if not os.path.exists(path):
         return
-    lock = FileLock(path, mode=0o600, thread_local=False)
+    lock = _file_lock(path)
     try:
         lock.acquire(blocking=False)
     except (Timeout, OSError):
