@@ -100,7 +100,7 @@ class Budgets:
 
     def close_handle(self, uid: int, pinned: int) -> None:
         """Give back what `open_handle` counted."""
-        budget = self.of(uid)
+        budget = self._users[uid]  # it holds this handle: its entry is there
         budget.handles -= 1
         budget.pinned -= pinned + HANDLE_OVERHEAD_BYTES
         self._tidy(uid)

@@ -168,6 +168,18 @@ class _KernelCopy:
             or self.direct_readers
         )
 
+    def add_reader(self, handle: ReadHandle) -> None:
+        """Count `handle` among the readers through the page cache or, if not
+        `handle.cached`, without it."""
+        if handle.cached:
+            if self.cached_readers is None:
+                self.cached_readers = []
+            self.cached_readers.append(handle)
+        else:
+            if self.direct_readers is None:
+                self.direct_readers = []
+            self.direct_readers.append(handle)
+
     def readers(self) -> tuple[ReadHandle, ...]:
         """Every reader of the file."""
         return (*(self.cached_readers or ()), *(self.direct_readers or ()))
@@ -329,34 +341,69 @@ class Freshness:
             self._tidy(node.ino, copy)
         self.unwatch(node.parts)
 
-    def opened_for_reading(self, handle: ReadHandle, *, cacheable: bool) -> bool | None:
+    def opened_for_reading(self, handle: ReadHandle) -> bool | None:
         """A reader opened `handle`'s file: how the kernel may serve its reads.
 
-        None: without the page cache (direct I/O); only a `cacheable` file of a
-        watched container that is quiet (no writer, no change for a second) uses it.
-        Otherwise whether the kernel may
-        keep the pages it holds: if the value differs from the one they stand for, its
-        attributes are invalidated now (before the open is answered) and the pages
-        must go (`keep_cache=False`).
+        None: without the page cache (direct I/O); only a value file (not the record,
+        which may span pages) of a watched container that is quiet (no writer, no
+        change for a second) uses it. Otherwise whether the kernel may keep the pages
+        it holds: if the value differs from the one they stand for, its attributes are
+        invalidated now (before the open is answered) and the pages must go
+        (`keep_cache=False`).
         """
         handle.opened_at = now = time.monotonic()
-        container = handle.node.parts[:-1]
         copy = self._copy(handle.node.ino)
-        quiet = self._busy_until.get(container, 0.0) <= now
-        if not (cacheable and quiet and copy.writers == 0 and self.kept_fresh(container)):
-            if copy.direct_readers is None:
-                copy.direct_readers = []
-            copy.direct_readers.append(handle)
+        handle.cached = self._cacheable(copy, handle.node.parts[:-1], handle.file, now)
+        copy.add_reader(handle)
+        if not handle.cached:
             return None
-        handle.cached = True
-        if copy.cached_readers is None:
-            copy.cached_readers = []
-        copy.cached_readers.append(handle)
         if copy.value == handle.data:
             return True
         self._invalidate(handle.node.ino, copy)
         copy.value = None  # the open drops the pages; the next attributes tell again
         return False
+
+    def open_unchanged(self, ino: int, uid: int) -> ReadHandle | None:
+        """A reader's open of `ino` that the kernel may serve from the pages it holds.
+
+        The `cat` of a value that stays put, decided with as few lookups as it takes:
+        the kernel holds the file's value, inotify has queued nothing about its
+        container (read first), whose record is known, and the value is still that one.
+        Then the rules of `opened_for_reading` hold as for any reader, and the handle
+        returned is registered as reading from the cache. None: nothing was registered;
+        ask `opened_for_reading`.
+        """
+        copy = self._copies.get(ino)
+        node = self._inodes.find_ino(ino)
+        if copy is None or copy.value is None or node is None:
+            return None
+        file = FILES.get(node.parts[-1])
+        if file is None or len(node.parts) != self._view.depth + 1:
+            return None
+        self.drain()
+        container = node.parts[:-1]
+        snapshot = self._snapshots.get(container)
+        now = time.monotonic()
+        if (
+            snapshot is None
+            or snapshot.value(file) != copy.value
+            or not self._cacheable(copy, container, file, now)
+        ):
+            return None
+        handle = ReadHandle(node, file, copy.value, uid, cached=True, opened_at=now)
+        copy.add_reader(handle)
+        return handle
+
+    def _cacheable(
+        self, copy: _KernelCopy, container: Parts, file: ContainerFile, now: float
+    ) -> bool:
+        """Whether `file` may be read through the page cache now (see the rules above)."""
+        return (
+            file.writable
+            and not copy.writers
+            and self._busy_until.get(container, 0.0) <= now
+            and container in self._watched
+        )
 
     def released(self, handle: ReadHandle) -> None:
         """A reader closed `handle`."""
@@ -371,7 +418,8 @@ class Freshness:
                 copy.reader_gone = None
         elif copy.direct_readers is not None:
             copy.direct_readers.remove(handle)
-        self._tidy(ino, copy)
+        if copy.value is None:  # else it is not idle: the kernel holds its pages' value
+            self._tidy(ino, copy)
 
     def _busy(self, container: Parts) -> None:
         now = time.monotonic()

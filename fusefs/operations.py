@@ -476,8 +476,13 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
         """Open a container file; a reader gets a snapshot of the record rendered now.
 
-        O_TRUNC is ignored: the record stays as it is until a value is written.
+        O_TRUNC is ignored: the record stays as it is until a value is written. A reader
+        of a value that stays put (most opens) is answered by `open_unchanged`.
         """
+        if not flags & os.O_ACCMODE and not self.corrupt and inode not in self._temp_of:
+            unchanged = self.freshness.open_unchanged(inode, ctx.uid)
+            if unchanged is not None:
+                return FileInfo(fh=self._add_reader(unchanged), keep_cache=True)
         node = self._node(inode)
         temp = self._temp(node)
         if temp is not None:
@@ -497,10 +502,18 @@ class Operations(pyfuse3.Operations):
             self.corrupt.forget(self.view.record_path(container))
         handle = ReadHandle(node, file, data, ctx.uid)
         fh = self.handles.add_file(handle)
-        keep = self.freshness.opened_for_reading(handle, cacheable=file.writable)
-        if keep is None:  # lifecycle.json (it may span pages), or a file being written
+        keep = self.freshness.opened_for_reading(handle)
+        if keep is None:
             return FileInfo(fh=fh, direct_io=True)
         return FileInfo(fh=fh, keep_cache=keep)
+
+    def _add_reader(self, handle: ReadHandle) -> int:
+        """Count `handle`, registered with freshness already, in its user's budget."""
+        try:
+            return self.handles.add_file(handle)
+        except BaseException:
+            self.freshness.released(handle)
+            raise
 
     async def _open_for_writing(self, node: Node, file: ContainerFile, uid: int) -> FileInfo:
         fh = self.handles.add_file(WriteHandle(node, file, uid))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -13,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from store import Store, Timestamp
-from tests.conftest import Mount, lifecyclefs
+from tests.conftest import LIFECYCLEFS, Mount, lifecyclefs
+from tests.processes import notify_service, stop
 from tests.workers import nerdctl_bump
 
 T0 = Timestamp.parse("2024-01-02T03:04:05.123456789Z")
@@ -37,6 +41,19 @@ def within(seconds: float, check: Callable[[], bool]) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.001)
+
+
+def test_a_cat_of_an_unchanged_value_is_answered_from_the_page_cache(
+    source: Path, mountpoint: Path, tmp_path: Path
+) -> None:
+    command = [LIFECYCLEFS, "mount", "--debug", "--depth", "2", str(source), str(mountpoint)]
+    with notify_service(command, tmp_path / "notify") as daemon:
+        for _ in range(10):
+            assert (mountpoint / "default" / "c1" / "started_at").read_text() == f"{T0}\n"
+        errors = stop(daemon, signal.SIGTERM)
+    requests = collections.Counter(re.findall(r"opcode: ([A-Z_]+)", errors))
+    # Every cat opens (the open checks the record); only the first one reads.
+    assert (requests["OPEN"], requests["READ"]) == (10, 1), requests
 
 
 @pytest.mark.parametrize(
