@@ -7,7 +7,11 @@ checked here at its limit, with the errno a user then sees.
 from __future__ import annotations
 
 import errno
+import os
+import resource
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pyfuse3 import FUSEError
@@ -15,6 +19,8 @@ from pyfuse3 import FUSEError
 from fusefs import budgets, tempfiles
 from fusefs.budgets import Budgets
 from fusefs.tempfiles import TempFiles
+from store import Store
+from tests.conftest import Mount
 
 ALICE, BOB = 1000, 1001
 C1 = (b"c1",)
@@ -123,3 +129,32 @@ def test_an_unlinked_value_files_name_is_free_for_a_moment_only(clock: list[floa
     assert not temps.value_file_unlinked(C1, b"started_at", BOB)
     clock[0] += tempfiles.UNLINKED_SECONDS + 1
     assert not temps.value_file_unlinked(C1, b"started_at", ALICE), "it did not come back"
+
+
+def test_open_files_of_the_mount_stop_at_the_limit_with_emfile(
+    mount: Callable[..., Mount], tmp_path: Path
+) -> None:
+    source = tmp_path / "containers"
+    Store(source / "c1", create=True).update(create_error=True)
+    live = mount(source)
+    value, record = live.path / "c1" / "create_error", live.path / "c1" / "lifecycle.json"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Room for more than the mount's limit, so that EMFILE can only come from the mount.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (budgets.MAX_HANDLES + 256, hard))
+    held: list[int] = []
+    try:
+        held.extend(os.open(value, os.O_RDONLY) for _ in range(budgets.MAX_HANDLES))
+        for path in (value, record):  # an unchanged value and a file read without the cache
+            with pytest.raises(OSError, match="Too many open files") as caught:
+                os.open(path, os.O_RDONLY)
+            assert caught.value.errno == errno.EMFILE
+        os.close(held.pop())
+        held.append(os.open(value, os.O_RDONLY))
+        assert os.read(held[-1], 100) == b"true\n"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Every handle given back: the writer does not wait, and the value reads anew.
+    value.write_text("false\n")
+    assert value.read_text() == "false\n"
