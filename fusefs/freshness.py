@@ -418,8 +418,7 @@ class Freshness:
                 copy.reader_gone = None
         elif copy.direct_readers is not None:
             copy.direct_readers.remove(handle)
-        if copy.value is None:  # else it is not idle: the kernel holds its pages' value
-            self._tidy(ino, copy)
+        self._tidy(ino, copy)
 
     def _busy(self, container: Parts) -> None:
         now = time.monotonic()
