@@ -1,9 +1,10 @@
 """The pyfuse3 request handlers: a thin map from kernel requests to the view and the store.
 
 Each handler finds what a request names (a level directory, a container, one of its
-files, a tool's temporary file), asks the component that knows (`view` for the backing
-tree, `store` for records, `freshness` for what the kernel may cache, `tempfiles`,
-`budgets`) and answers. Only `pyfuse3.FUSEError` leaves a handler (see `errors`).
+files, a tool's temporary file: `entries`, which also builds attributes), asks the
+component that knows (`view` for the backing tree, `store` for records, `freshness` for
+what the kernel may cache, `tempfiles`, `budgets`) and answers. Only `pyfuse3.FUSEError`
+leaves a handler (see `errors`).
 
 Reads render a lock-free snapshot of the record at open. Writes follow sysfs rules (one
 whole value at offset 0) and commit through one locked, atomic `Store.atransform`; a
@@ -23,16 +24,17 @@ import pyfuse3
 import trio
 from pyfuse3 import EntryAttributes, FileInfo, RequestContext, SetattrFields
 
-from fusefs import acl, attributes
+from fusefs import acl
 from fusefs.budgets import MAX_PINNED_BYTES, Budgets
 from fusefs.changes import Changes, MountOptions
+from fusefs.entries import Entries
 from fusefs.errors import CorruptRecords, fail, handler, waiting_handler
 from fusefs.files import FILES, ContainerFile
-from fusefs.freshness import UNWATCHED, Freshness, Snapshot, invalidate_attributes
+from fusefs.freshness import Freshness, invalidate_attributes
 from fusefs.handles import DirHandle, HandleTable, ReadHandle, TempHandle, WriteHandle
 from fusefs.inodes import InodeTable, Node
 from fusefs.tempfiles import TempFile, TempFiles
-from fusefs.view import Parts, View, is_visible
+from fusefs.view import View, is_visible
 
 log = logging.getLogger("lifecyclefs")
 
@@ -59,7 +61,7 @@ class Operations(pyfuse3.Operations):
         self.freshness = Freshness(view, self.inodes)
         self.corrupt = CorruptRecords()
         self.changes = Changes(view, options, self.budgets, self.freshness)
-        self._temp_of: dict[int, TempFile] = {}
+        self.entries = Entries(view, options, self.inodes, self.freshness, self.temps)
         self.freshness.watch(())
 
     # Life ---------------------------------------------------------------------------
@@ -71,137 +73,22 @@ class Operations(pyfuse3.Operations):
             nursery.start_soon(self.freshness.run)
             while True:
                 await trio.sleep(_EXPIRY_SECONDS)
-                self._expire_temp_files()
+                self.entries.expire_temp_files()
 
     def close(self) -> None:
         """Stop what `run_background` started (before the FUSE session closes)."""
         self.freshness.close()
 
-    # Helpers ------------------------------------------------------------------------
-
-    def _node(self, ino: int) -> Node:
-        try:
-            return self.inodes[ino]
-        except KeyError:
-            raise fail(errno.ENOENT) from None
-
     def _refused(self) -> pyfuse3.FUSEError:
         """What the view does not do: EROFS on a read-only mount, else EPERM."""
         return fail(errno.EROFS if self.options.read_only else errno.EPERM)
-
-    def _is_directory(self, parts: Parts) -> bool:
-        return len(parts) <= self.view.depth
-
-    def _remember(self, parts: Parts) -> Node:
-        """Count one kernel lookup of `parts`; a directory new to the kernel gets watched."""
-        node = self.inodes.remember(parts)
-        if node.lookups == 1 and self._is_directory(parts):
-            self.freshness.watch(parts)
-        return node
-
-    def _remember_temp(self, parts: Parts, temp: TempFile) -> Node:
-        """`_remember` for temporary file `temp`, which `parts` now names."""
-        node = self._remember(parts)
-        self._temp_of[node.ino] = temp
-        return node
-
-    def _forget(self, node: Node, count: int = 1) -> None:
-        gone = self.inodes.forget(node.ino, count)
-        if gone is not None:
-            self.freshness.forget(gone)
-            self._temp_of.pop(gone.ino, None)
-
-    def _temp(self, node: Node) -> TempFile | None:
-        """The temporary file `node` is, if it is one."""
-        return self._temp_of.get(node.ino)
-
-    def _file(self, node: Node) -> ContainerFile:
-        if len(node.parts) != self.view.depth + 1:
-            raise fail(errno.EISDIR)
-        file = FILES.get(node.parts[-1])
-        if file is None:
-            raise fail(errno.ENOENT)
-        return file
-
-    # Attributes ---------------------------------------------------------------------
-
-    def _dir_attrs(self, ino: int, parts: Parts, st: os.stat_result) -> EntryAttributes:
-        timeouts = self.freshness.timeouts(parts)
-        if parts and not self.freshness.kept_fresh(parts[:-1]):
-            timeouts = UNWATCHED
-        return attributes.directory(ino, st, timeouts, read_only=self.options.read_only)
-
-    def _file_attrs(
-        self,
-        ino: int,
-        container: Parts,
-        file: ContainerFile,
-        snapshot: Snapshot,
-    ) -> EntryAttributes:
-        meta = snapshot.meta
-        data = snapshot.value(file)
-        dir_stat = self.view.stat_dir(container) if meta is None else None
-        writable = file.writable and not self.options.read_only
-        attrs = attributes.value_file(
-            ino,
-            len(data),
-            meta,
-            dir_stat,
-            self.freshness.timeouts(container),
-            writable=writable,
-        )
-        attrs.st_mtime_ns = self.freshness.attributes_told(ino, data, attrs.st_mtime_ns)
-        return attrs
-
-    def _temp_attrs(self, ino: int, temp: TempFile) -> EntryAttributes:
-        return attributes.plain_file(
-            ino,
-            mode=temp.mode,
-            uid=temp.uid,
-            gid=temp.gid,
-            size=len(temp.data),
-            times_ns=temp.times_ns,
-        )
-
-    def _attrs(self, node: Node) -> EntryAttributes:
-        if self._is_directory(node.parts):
-            return self._dir_attrs(node.ino, node.parts, self.view.stat_dir(node.parts))
-        temp = self._temp(node)
-        if temp is not None:
-            return self._temp_attrs(node.ino, temp)
-        container = node.parts[:-1]
-        return self._file_attrs(
-            node.ino, container, self._file(node), self.freshness.snapshot(container)
-        )
 
     # Lookups and attributes ---------------------------------------------------------
 
     @handler
     def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
         """An entry of a directory: a state directory, a container's file, a temp file."""
-        parent = self._node(parent_inode)
-        parts = (*parent.parts, name)
-        if len(parent.parts) < self.view.depth:
-            if not is_visible(name):
-                raise fail(errno.ENOENT)
-            node = self._remember(parts)
-            try:
-                return self._dir_attrs(node.ino, parts, self.view.stat_dir(parts))
-            except BaseException:
-                self._forget(node)
-                raise
-        if len(parent.parts) > self.view.depth:
-            raise fail(errno.ENOTDIR)
-        file = FILES.get(name)
-        if file is not None:
-            if self.temps.value_file_unlinked(parent.parts, name, ctx.uid):
-                raise fail(errno.ENOENT)
-            snapshot = self.freshness.snapshot(parent.parts)
-            return self._file_attrs(self._remember(parts).ino, parent.parts, file, snapshot)
-        temp = self.temps.get(parent.parts, name)
-        if temp is None:
-            raise fail(errno.ENOENT)
-        return self._temp_attrs(self._remember_temp(parts, temp).ino, temp)
+        return self.entries.look_up(self.entries.node(parent_inode), name, ctx.uid)
 
     @handler
     def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -209,12 +96,12 @@ class Operations(pyfuse3.Operations):
         for ino, count in inode_list:
             node = self.inodes.find_ino(ino)
             if node is not None:
-                self._forget(node, count)
+                self.entries.forget(node, count)
 
     @handler
     def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
         """Attributes of the backing directory, of the record behind a file, of a temp file."""
-        return self._attrs(self._node(inode))
+        return self.entries.attrs(self.entries.node(inode))
 
     @waiting_handler
     async def setattr(
@@ -231,11 +118,12 @@ class Operations(pyfuse3.Operations):
         a value file, or changing its times, leaves the record as it is. A temporary
         file takes every change.
         """
-        node = self._node(inode)
-        temp = self._temp(node)
+        node = self.entries.node(inode)
+        temp = self.entries.temp(node)
         if temp is not None:
-            return self._set_temp_attrs(node, temp, attr, fields)
-        current = self._attrs(node)
+            self.temps.set_attributes(temp, attr, fields)
+            return self.entries.temp_attrs(node.ino, temp)
+        current = self.entries.attrs(node)
         mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
         uid = attr.st_uid if fields.update_uid else -1
         gid = attr.st_gid if fields.update_gid else -1
@@ -255,35 +143,16 @@ class Operations(pyfuse3.Operations):
                 os.fchmod(fd, mode)
 
         await self._change_backing(node, change, ctx)
-        return self._attrs(node)
+        return self.entries.attrs(node)
 
     async def _change_backing(
         self, node: Node, change: Callable[[int], None], ctx: RequestContext
     ) -> None:
         """Apply `change` to the backing directory of `node`, or to its record."""
-        if self._is_directory(node.parts):
+        if self.entries.is_directory(node.parts):
             self.changes.change_directory(node.parts, change)
         else:
             await self.changes.change_record(node.parts[:-1], change, ctx.uid)
-
-    def _set_temp_attrs(
-        self, node: Node, temp: TempFile, attr: EntryAttributes, fields: SetattrFields
-    ) -> EntryAttributes:
-        if fields.update_size:
-            self.temps.truncate(temp, attr.st_size)
-        if fields.update_mode:
-            temp.mode = stat.S_IMODE(attr.st_mode)
-            temp.acl = None
-        if fields.update_uid:
-            temp.uid = attr.st_uid
-        if fields.update_gid:
-            temp.gid = attr.st_gid
-        if fields.update_atime:
-            temp.atime_ns = attr.st_atime_ns
-        if fields.update_mtime:
-            temp.mtime_ns = attr.st_mtime_ns
-        temp.touch(content=False)
-        return self._temp_attrs(node.ino, temp)
 
     @handler
     def getxattr(self, inode: int, name: bytes, ctx: RequestContext) -> bytes:
@@ -291,13 +160,13 @@ class Operations(pyfuse3.Operations):
         xattr = name.decode(errors="replace")
         if xattr not in acl.NAMES:
             raise fail(errno.EOPNOTSUPP)
-        node = self._node(inode)
+        node = self.entries.node(inode)
         value: bytes | None
-        if self._is_directory(node.parts):
+        if self.entries.is_directory(node.parts):
             value = self.view.read_acl(node.parts, xattr, of_record=False)
         elif xattr == acl.DEFAULT:
             value = None
-        elif (temp := self._temp(node)) is not None:
+        elif (temp := self.entries.temp(node)) is not None:
             value = temp.acl
         else:
             value = self.view.read_acl(node.parts[:-1], xattr, of_record=True)
@@ -311,7 +180,7 @@ class Operations(pyfuse3.Operations):
 
         A temp file keeps the ACL a tool sets, and its mode follows.
         """
-        node = self._node(inode)
+        node = self.entries.node(inode)
         xattr = name.decode(errors="replace")
         if xattr not in acl.NAMES:
             raise self._refused()
@@ -319,26 +188,24 @@ class Operations(pyfuse3.Operations):
             mode, extended = acl.mode_of(value)
         except ValueError:
             raise fail(errno.EINVAL) from None
-        temp = self._temp(node)
+        temp = self.entries.temp(node)
         if temp is not None:
             if xattr != acl.ACCESS:
                 raise fail(errno.EACCES)
-            temp.mode = temp.mode & ~0o777 | mode
-            temp.acl = value if extended else None
-            temp.touch(content=False)
+            temp.set_access_acl(value, mode, extended=extended)
             return
-        if xattr == acl.DEFAULT and not self._is_directory(node.parts):
+        if xattr == acl.DEFAULT and not self.entries.is_directory(node.parts):
             raise fail(errno.EACCES)
         await self._change_backing(node, lambda fd: os.setxattr(fd, xattr, value), ctx)
 
     @waiting_handler
     async def removexattr(self, inode: int, name: bytes, ctx: RequestContext) -> None:
         """A POSIX ACL goes from the backing directory or record; other names: EPERM."""
-        node = self._node(inode)
+        node = self.entries.node(inode)
         xattr = name.decode(errors="replace")
         if xattr not in acl.NAMES:
             raise self._refused()
-        temp = self._temp(node)
+        temp = self.entries.temp(node)
         if temp is not None:
             if temp.acl is None or xattr != acl.ACCESS:
                 raise fail(pyfuse3.ENOATTR)
@@ -375,7 +242,7 @@ class Operations(pyfuse3.Operations):
         caller's worker threads, not on the loop that serves everyone, and the listing
         is kept while inotify says it holds.
         """
-        node = self._node(inode)
+        node = self.entries.node(inode)
         names: list[bytes]
         if len(node.parts) < self.view.depth:
             listed = self.freshness.listing(node.parts)
@@ -408,47 +275,17 @@ class Operations(pyfuse3.Operations):
         for index in range(start_id, len(names)):
             name = names[index]
             parts = (*parent, name)
-            plain = self._plain_entry(parts)
+            plain = self.entries.plain_entry(parts)
             if plain is not None:
                 if not pyfuse3.readdir_reply(token, name, plain, index + 1):
                     return
                 continue
-            attrs = self._new_entry(parent, name)
+            attrs = self.entries.new_entry(parent, name)
             if attrs is None:  # gone since opendir: left out
                 continue
             if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
-                self._forget(self.inodes[attrs.st_ino])
+                self.entries.forget(self.inodes[attrs.st_ino])
                 return
-
-    def _new_entry(self, parent: Parts, name: bytes) -> EntryAttributes | None:
-        """A full entry for a name the kernel does not hold; counts a lookup. None if gone."""
-        parts = (*parent, name)
-        if len(parent) < self.view.depth:
-            (st,) = self.view.stat_children(parent, [name])
-            if st is None:
-                return None
-            return self._dir_attrs(self._remember(parts).ino, parts, st)
-        temp = self.temps.get(parent, name)
-        if temp is not None:
-            return self._temp_attrs(self._remember_temp(parts, temp).ino, temp)
-        file = FILES.get(name)
-        if file is None:
-            return None
-        snapshot = self.freshness.snapshot(parent)
-        return self._file_attrs(self._remember(parts).ino, parent, file, snapshot)
-
-    def _plain_entry(self, parts: Parts) -> EntryAttributes | None:
-        node = self.inodes.find(parts)
-        if node is None or node.ino in self._temp_of:
-            return None
-        directory = len(parts) <= self.view.depth
-        if not self.freshness.kept_fresh(parts if directory else parts[:-1]):
-            return None
-        if node.plain is None:
-            node.plain = attributes.plain_entry(
-                node.ino, stat.S_IFDIR if directory else stat.S_IFREG
-            )
-        return node.plain
 
     @handler
     def releasedir(self, fh: int) -> None:
@@ -460,7 +297,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: RequestContext
     ) -> EntryAttributes:
         """Create a state directory (0700) above container level, owned by the caller."""
-        parent = self._node(parent_inode)
+        parent = self.entries.node(parent_inode)
         if self.options.read_only or len(parent.parts) >= self.view.depth:
             raise self._refused()
         if not is_visible(name):
@@ -468,7 +305,7 @@ class Operations(pyfuse3.Operations):
         parts = (*parent.parts, name)
         st = self.changes.make_directory(parts, ctx.uid, ctx.gid, ctx.pid)
         invalidate_attributes(parent_inode)
-        return self._dir_attrs(self._remember(parts).ino, parts, st)
+        return self.entries.dir_attrs(self.entries.remember(parts).ino, parts, st)
 
     # Files --------------------------------------------------------------------------
 
@@ -479,17 +316,17 @@ class Operations(pyfuse3.Operations):
         O_TRUNC is ignored: the record stays as it is until a value is written. A reader
         of a value that stays put (most opens) is answered by `open_unchanged`.
         """
-        if not flags & os.O_ACCMODE and not self.corrupt and inode not in self._temp_of:
+        if not flags & os.O_ACCMODE and not self.corrupt and not self.entries.is_temp(inode):
             unchanged = self.freshness.open_unchanged(inode, ctx.uid)
             if unchanged is not None:
                 return FileInfo(fh=self._add_reader(unchanged), keep_cache=True)
-        node = self._node(inode)
-        temp = self._temp(node)
+        node = self.entries.node(inode)
+        temp = self.entries.temp(node)
         if temp is not None:
             if flags & os.O_TRUNC:
                 self.temps.truncate(temp, 0)
             return self._open_temp(node, temp, ctx.uid)
-        file = self._file(node)
+        file = self.entries.file(node)
         if flags & os.O_ACCMODE != os.O_RDONLY:
             if self.options.read_only:
                 raise fail(errno.EROFS)
@@ -590,7 +427,7 @@ class Operations(pyfuse3.Operations):
         A value file the caller unlinked a moment ago is opened again for writing.
         Elsewhere, new files: EPERM.
         """
-        parent = self._node(parent_inode)
+        parent = self.entries.node(parent_inode)
         if self.options.read_only or len(parent.parts) != self.view.depth:
             raise self._refused()
         self.view.stat_dir(parent.parts)
@@ -600,18 +437,18 @@ class Operations(pyfuse3.Operations):
             if not file.writable or not self.temps.value_file_unlinked(parent.parts, name, ctx.uid):
                 raise fail(errno.EEXIST)
             self.temps.value_file_made_again(parent.parts, name, ctx.uid)
-            node = self._remember(parts)
+            node = self.entries.remember(parts)
             info = await self._open_for_writing(node, file, ctx.uid)
             snapshot = self.freshness.snapshot(parent.parts)
-            return info, self._file_attrs(node.ino, parent.parts, file, snapshot)
+            return info, self.entries.file_attrs(node.ino, parent.parts, file, snapshot)
         temp = self.temps.create(parent.parts, name, ctx.uid, ctx.gid, mode & ~ctx.umask)
-        node = self._remember_temp(parts, temp)
-        return self._open_temp(node, temp, ctx.uid), self._temp_attrs(node.ino, temp)
+        node = self.entries.remember_temp(parts, temp)
+        return self._open_temp(node, temp, ctx.uid), self.entries.temp_attrs(node.ino, temp)
 
     @handler
     def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         """A temp file goes; a value file's name is free for the caller for a moment."""
-        parent = self._node(parent_inode)
+        parent = self.entries.node(parent_inode)
         if self.options.read_only:
             raise fail(errno.EROFS)
         if len(parent.parts) != self.view.depth:
@@ -619,9 +456,7 @@ class Operations(pyfuse3.Operations):
         temp = self.temps.get(parent.parts, name)
         if temp is not None:
             self.temps.remove(temp)
-            node = self.inodes.find((*parent.parts, name))
-            if node is not None:
-                self.inodes.detach(node)
+            self.entries.gone((*parent.parts, name))
             return
         file = FILES.get(name)
         if file is None:
@@ -645,8 +480,8 @@ class Operations(pyfuse3.Operations):
         Content that does not parse fails the rename with EINVAL and changes nothing.
         Anything else (a container's name is its identity): EPERM.
         """
-        old_parent = self._node(parent_inode_old)
-        new_parent = self._node(parent_inode_new)
+        old_parent = self.entries.node(parent_inode_old)
+        new_parent = self.entries.node(parent_inode_new)
         if self.options.read_only:
             raise fail(errno.EROFS)
         depth = self.view.depth
@@ -655,36 +490,24 @@ class Operations(pyfuse3.Operations):
         temp = self.temps.get(old_parent.parts, name_old)
         if temp is None or flags & pyfuse3.RENAME_EXCHANGE:
             raise self._refused()
-        node = self.inodes.find((*old_parent.parts, name_old))
+        old_parts = (*old_parent.parts, name_old)
         new_parts = (*new_parent.parts, name_new)
         file = FILES.get(name_new)
         if file is None:
             if flags & pyfuse3.RENAME_NOREPLACE and self.temps.get(new_parent.parts, name_new):
                 raise fail(errno.EEXIST)
             replaced = self.temps.rename(temp, new_parent.parts, name_new)
-            if replaced is not None and (gone := self.inodes.find(new_parts)) is not None:
-                self.inodes.detach(gone)
-            if node is not None:
-                self.inodes.move(node, new_parts)
+            self.entries.temp_moved(old_parts, new_parts, replaced=replaced is not None)
             return
         if not file.writable:
             raise self._refused()
         if flags & pyfuse3.RENAME_NOREPLACE:
             raise fail(errno.EEXIST)
+        node = self.inodes.find(old_parts)
         await self.changes.commit(new_parent.parts, file, bytes(temp.data), ctx.uid)
         self.temps.remove(temp)
         if node is not None:
-            self.inodes.make_alias(node, new_parts)
-            self._temp_of.pop(node.ino, None)
-
-    def _expire_temp_files(self) -> None:
-        for temp in self.temps.expired():
-            node = self.inodes.find((*temp.container, temp.name))
-            parent = self.inodes.find(temp.container)
-            if node is not None:
-                self.inodes.detach(node)
-            if parent is not None:
-                self.freshness.notifier.drop_entry(parent.ino, temp.name)
+            self.entries.temp_committed(node, new_parts)
 
     # What the view does not do ------------------------------------------------------
 

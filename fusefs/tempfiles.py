@@ -16,10 +16,13 @@ file created in its place, whose writes commit as any write does, replaces it.
 from __future__ import annotations
 
 import errno
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
+
+from pyfuse3 import EntryAttributes, SetattrFields
 
 from fusefs.budgets import Budgets
 from fusefs.errors import fail
@@ -64,6 +67,12 @@ class TempFile:
     def times_ns(self) -> tuple[int, int, int]:
         """(atime, mtime, ctime) in nanoseconds."""
         return self.atime_ns, self.mtime_ns, self.ctime_ns
+
+    def set_access_acl(self, value: bytes, mode: int, *, extended: bool) -> None:
+        """Take access ACL `value`, whose permission bits are `mode` (kept only if `extended`)."""
+        self.mode = self.mode & ~0o777 | mode
+        self.acl = value if extended else None
+        self.touch(content=False)
 
     def touch(self, *, content: bool) -> None:
         """Note a change of the content (mtime and ctime) or of the metadata (ctime)."""
@@ -124,6 +133,23 @@ class TempFiles:
             raise fail(errno.EFBIG)
         self._resize(temp, size)
         temp.touch(content=True)
+
+    def set_attributes(self, temp: TempFile, attr: EntryAttributes, fields: SetattrFields) -> None:
+        """What a setattr asks: size (as `truncate`), mode (dropping any ACL), owner, times."""
+        if fields.update_size:
+            self.truncate(temp, attr.st_size)
+        if fields.update_mode:
+            temp.mode = stat.S_IMODE(attr.st_mode)
+            temp.acl = None
+        if fields.update_uid:
+            temp.uid = attr.st_uid
+        if fields.update_gid:
+            temp.gid = attr.st_gid
+        if fields.update_atime:
+            temp.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            temp.mtime_ns = attr.st_mtime_ns
+        temp.touch(content=False)
 
     def _resize(self, temp: TempFile, size: int) -> None:
         # An unlinked file still open is no longer counted: MAX_FILE_BYTES bounds it.
