@@ -29,9 +29,10 @@ from fusefs.view import Parts, View, is_visible
 class Entries:
     """The kernel's view of the tree: nodes by inode, and their attributes.
 
-    Every method that counts a lookup (`remember`, `remember_temp`, `new_entry`) is
-    matched by a `forget` when the kernel drops it. Lookups of names that do not exist
-    raise `pyfuse3.FUSEError` (ENOENT, ENOTDIR, EISDIR), never anything else.
+    Every lookup counted (`look_up`, `new_entry`, `remember`, `remember_temp`) is
+    matched by a `forget` when the kernel drops it. A name that is not there raises
+    `pyfuse3.FUSEError` (ENOENT, ENOTDIR, EISDIR); what the backing tree raises goes
+    through as the view raises it (the handlers' wrappers turn it into an errno).
     """
 
     def __init__(

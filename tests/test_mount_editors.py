@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -177,3 +178,44 @@ def test_an_unlinked_value_file_can_be_made_again_and_keeps_its_value_meanwhile(
     assert value.read_text() == f"{LATER}\n"
     with pytest.raises(FileExistsError):
         os.close(os.open(value, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+
+
+def test_a_temporary_file_held_open_keeps_its_identity_when_unlinked_and_made_again(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    """An open file outlives its name: a new file of that name is another file."""
+    mnt = mount(source).path
+    draft = mnt / "c1" / "draft"
+    fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"old")
+        draft.unlink()
+        draft.write_text("the new content")
+        held, new = os.fstat(fd), draft.stat()
+        assert held.st_ino != new.st_ino
+        assert (held.st_size, new.st_size) == (3, len("the new content"))
+        assert os.pread(fd, 100, 0) == b"old"
+    finally:
+        os.close(fd)
+    assert draft.read_text() == "the new content"
+
+
+def test_a_temporary_file_renamed_over_a_value_file_is_that_value_file_while_held_open(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    """After the rename, the descriptor a tool kept shows the value file's size and mode.
+
+    (Its inode number stays the temporary file's: numbers derive from the path.)
+    """
+    mnt = mount(source).path
+    draft, value = mnt / "c1" / "draft", mnt / "c1" / "create_error"
+    fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"1\n")
+        os.rename(draft, value)
+        held = os.fstat(fd)
+    finally:
+        os.close(fd)
+    assert Store(source / "c1").load() == Lifecycle(T0, True)
+    assert (held.st_size, held.st_mode) == (len("true\n"), value.stat().st_mode)
+    assert stat.S_IMODE(held.st_mode) == 0o600, "the record's mode, not the draft's"
