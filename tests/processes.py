@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -33,6 +34,28 @@ def lock_held_elsewhere(directory: Path) -> Iterator[None]:
         holder.stdin.close()
         if holder.wait(timeout=10) != 0:
             raise AssertionError(f"flock(1) holder exited with {holder.returncode}")
+
+
+def changes_made_in(
+    directory: Path, command: list[str], calls: str, log: Path, stdin: bytes = b""
+) -> list[str]:
+    """The system calls among `calls` that `command` made in `directory`, in order.
+
+    Traced with strace(1); each shown without pid, descriptor numbers or "= 0", and
+    `directory` written D: `fsync(<D/.temp.lifecycle.json>`.
+    """
+    subprocess.run(
+        ["strace", "-f", "-qq", "-y", "-e", f"trace={calls}", "-o", str(log), *command],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return [
+        re.sub(r"^\d+ +|\d+(?=<)|\) += 0$", "", line).replace(str(directory), "D")
+        for line in log.read_text().splitlines()
+        if str(directory) in line
+    ]
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import pytest
 from store import Lifecycle, RecordCorruptError, Store, Timestamp
 from store.atomic import TEMP_NAME
 from tests.conftest import GOLDEN, LIFECYCLEFS, lifecyclefs, lifecyclefs_to_a_gone_reader
-from tests.processes import lock_held_elsewhere
+from tests.processes import changes_made_in, lock_held_elsewhere
 from tests.test_operator_files import INSTALLED, SCRIPTS, unit_settings
 
 RECORD = "lifecycle.json"
@@ -130,21 +130,10 @@ def test_repair_makes_nerdctls_transform_work_again(torn_tree: Path) -> None:
 
 def test_repair_keeps_a_copy_then_replaces_atomically_and_durably(tmp_path: Path) -> None:
     state_dir = make_container(tmp_path / "containers", "c1", b"")
-    log = tmp_path / "strace.log"
     calls = "fsync,fdatasync,link,linkat,rename,renameat,renameat2,unlink,unlinkat"
-    strace = ["strace", "-f", "-qq", "-y", "-e", f"trace={calls}", "-o", str(log)]
-    subprocess.run(
-        [*strace, LIFECYCLEFS, "check", "--repair", str(tmp_path / "containers")],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+    command = [LIFECYCLEFS, "check", "--repair", str(tmp_path / "containers")]
+    done = changes_made_in(state_dir, command, calls, tmp_path / "strace.log")
     (kept,) = asides(state_dir)
-    done = [
-        re.sub(r"^\d+ +|\d+(?=<)|\) += 0$", "", line).replace(str(state_dir), "D")
-        for line in log.read_text().splitlines()
-        if str(state_dir) in line
-    ]
     assert done == [  # (descriptors shown by their paths)
         f'linkat(<D>, "{RECORD}", <D>, "{kept.name}", 0',
         f"fsync(<D/{TEMP_NAME}>",
@@ -312,6 +301,22 @@ def test_what_cannot_be_repaired_is_said_and_exit_1(tmp_path: Path) -> None:
         " NOT repaired\n"
     )
     assert (state_dir / RECORD).is_symlink()
+
+
+def test_a_repair_the_filesystem_refuses_is_not_repaired_and_exit_1(tiny_tmpfs: Path) -> None:
+    torn = TORN["truncated-mid-key"]
+    state_dir = make_container(tiny_tmpfs / "containers", "c1", torn)
+    subprocess.run(
+        ["mount", "-n", "-o", "remount,ro", str(tiny_tmpfs)], timeout=60, check=True
+    )  # the tiny_tmpfs fixture unmounts it, read-only or not
+    result = lifecyclefs("check", "--repair", str(tiny_tmpfs / "containers"), check=False)
+    assert result.stdout == (
+        f"{state_dir}: corrupt record lifecycle.json: not valid JSON: Unterminated string"
+        " starting at: line 1 column 38 (char 37); NOT repaired: Read-only file system\n"
+    )
+    assert result.returncode == 1, "a failed repair must fail the command"
+    assert (state_dir / RECORD).read_bytes() == torn
+    assert sorted(os.listdir(state_dir)) == ["hostname", RECORD]
 
 
 def test_only_the_views_containers_are_checked(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from store import Lifecycle, Store, Timestamp
 from tests.conftest import GOLDEN, LIFECYCLEFS, Mount, lifecyclefs
-from tests.processes import lock_held_elsewhere
+from tests.processes import changes_made_in, lock_held_elsewhere
 
 GOLDEN_FILES = sorted(GOLDEN.glob("*.json"))
 
@@ -151,6 +151,44 @@ def test_lock_timeout_gives_up_with_a_clear_line(state_dir: Path) -> None:
     assert result.stderr == (
         f"lifecyclefs: cannot lock {state_dir}: still held by another process after 0.1 s\n"
     )
+
+
+DURABLY = "fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat"
+
+
+def test_set_and_delete_write_durably(tmp_path: Path, state_dir: Path) -> None:
+    """As Store does by default: the new record's data, then its directory, reach the disk."""
+    set_ = [LIFECYCLEFS, "set", str(state_dir), "create_error=true"]
+    assert changes_made_in(state_dir, set_, DURABLY, tmp_path / "set.log") == [
+        "fsync(<D/.temp.lifecycle.json>",
+        'renameat(<D>, ".temp.lifecycle.json", <D>, "lifecycle.json"',
+        "fsync(<D>",
+    ]
+    delete = [LIFECYCLEFS, "delete", str(state_dir)]
+    assert changes_made_in(state_dir, delete, DURABLY, tmp_path / "delete.log") == [
+        'unlinkat(<D>, "lifecycle.json", 0',
+        "fsync(<D>",
+    ]
+
+
+@pytest.mark.parametrize(
+    "command", [["get"], ["get", "started_at"], ["show"], ["show", "--json"], ["show", "--docker"]]
+)
+def test_get_and_show_never_wait_for_the_lock(state_dir: Path, command: list[str]) -> None:
+    """They read the last committed record while nerdctl (or anyone) holds the lock."""
+    Store(state_dir).update(started_at=Timestamp.parse("2024-01-02T03:04:05Z"))
+    with lock_held_elsewhere(state_dir):
+        result = subprocess.run(
+            [LIFECYCLEFS, command[0], *command[1:], str(state_dir)]
+            if command[0] == "show"
+            else [LIFECYCLEFS, "get", str(state_dir), *command[1:]],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "2024-01-02" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import socket
 import subprocess
 import tempfile
 from functools import partial
@@ -19,7 +21,7 @@ from fusefs.cli import build_parser
 from store import Lifecycle, LifecycleStoreError, Store, Timestamp
 from tests.conftest import LIFECYCLEFS, OCI_STATE
 from tests.outcomes import outcome
-from tests.processes import lock_held_elsewhere
+from tests.processes import changes_made_in, lock_held_elsewhere
 
 SAMPLES = sorted(OCI_STATE.glob("*.json"))
 
@@ -87,6 +89,30 @@ def test_poststop_in_nerdctls_spelling_too(stage: str, tmp_path: Path) -> None:
     assert Store(tmp_path / "r1").load().create_error is False
 
 
+@pytest.mark.parametrize("stage", ["poststop", "postStop"])
+def test_poststop_clears_create_error_and_keeps_started_at(stage: str, tmp_path: Path) -> None:
+    started_at = Timestamp.parse("2024-01-02T03:04:05Z")
+    Store(tmp_path / "r1", create=True).update(started_at=started_at, create_error=True)
+    sample = (OCI_STATE / "runc-poststop.json").read_bytes()
+    result = hook(stage, sample, "--strict", "--state-dir", str(tmp_path / "r1"))
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert Store(tmp_path / "r1").load() == Lifecycle(started_at=started_at, create_error=False)
+
+
+def test_the_hook_writes_durably(tmp_path: Path) -> None:
+    """As `set` does: the new record's data, then its directory, reach the disk."""
+    Store(tmp_path / "r1", create=True)
+    sample = (OCI_STATE / "runc-poststop.json").read_bytes()
+    command = [LIFECYCLEFS, "oci-hook", "--strict", "--state-dir", str(tmp_path / "r1"), "poststop"]
+    calls = "fsync,fdatasync,rename,renameat,renameat2"
+    log = tmp_path / "strace.log"
+    assert changes_made_in(tmp_path / "r1", command, calls, log, sample) == [
+        "fsync(<D/.temp.lifecycle.json>",
+        'renameat(<D>, ".temp.lifecycle.json", <D>, "lifecycle.json"',
+        "fsync(<D>",
+    ]
+
+
 def test_create_runtime_creates_the_state_directory_as_nerdctl_does(tmp_path: Path) -> None:
     state_dir = tmp_path / "containers" / "default" / "r1"
     sample = with_state_dir(OCI_STATE / "runc-createRuntime.json", state_dir)
@@ -116,6 +142,59 @@ def test_bad_input_is_soft_by_default_and_hard_with_strict(stdin: bytes, message
     hard = hook("createRuntime", stdin, "--strict")
     assert hard.returncode == 1
     assert hard.stderr == soft.stderr
+
+
+# Inside the namespace: /dev becomes an overlay of itself whose changes go to a tmpfs
+# ($1), /dev/log in it a file, and the test's socket ($2) is bind-mounted on that file.
+# All of it is private to the namespace and goes with its last process, the hook ($3).
+_WITH_DEV_LOG = """
+set -e
+mount -n -t tmpfs -o mode=0700 lifecyclefs-test "$1"
+mkdir "$1/upper" "$1/work"
+mount -n -t overlay -o "lowerdir=/dev,upperdir=$1/upper,workdir=$1/work" lifecyclefs-test /dev
+rm -f /dev/log
+: > /dev/log
+mount -n --bind "$2" /dev/log
+exec "$3" oci-hook createRuntime
+"""
+
+
+def test_bad_input_is_one_line_in_syslog_too(tmp_path: Path) -> None:
+    """The hook's failure reaches syslog's /dev/log, here a socket the test reads."""
+    (tmp_path / "overlay").mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log:
+        log.bind(str(tmp_path / "log"))
+        log.settimeout(10)
+        result = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                _WITH_DEV_LOG,
+                "sh",
+                str(tmp_path / "overlay"),
+                str(tmp_path / "log"),
+                LIFECYCLEFS,
+            ],
+            input=b"{not json",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        line = log.recv(65536)
+        log.setblocking(False)  # the hook has exited: whatever it sent is queued already
+        with pytest.raises(BlockingIOError):
+            log.recv(65536)
+    message = b"oci-hook createRuntime: the OCI state on stdin is not JSON: "
+    assert result.stderr.startswith(b"lifecyclefs: " + message)
+    assert result.stderr.count(b"\n") == 1
+    logged = re.fullmatch(rb"<\d+>[^\n]* lifecyclefs\[\d+\]: ([^\n]*)", line)
+    assert logged is not None, line
+    assert logged[1] + b"\n" == result.stderr.removeprefix(b"lifecyclefs: ")
 
 
 def test_a_corrupt_record_is_soft_too_and_left_alone(tmp_path: Path) -> None:

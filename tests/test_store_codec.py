@@ -233,6 +233,7 @@ UNKNOWN_VALUES = {
     "a 5000-digit integer": b"9" * 5000,
     "a 700-digit integer": b"-" + b"1" * 699,
     "nested 5000 deep": b"[" * 5000 + b"]" * 5000,
+    "nested 990 deep": b"[" * 990 + b"]" * 990,
     "objects nested 200 deep": b'{"a":' * 200 + b"1" + b"}" * 200,
     "an escaped string": b'"\\u00e9\\n\\"x\\""',
     "a lone surrogate": b'"\\ud800"',
@@ -260,6 +261,15 @@ def test_numbers_python_cannot_hold_are_raw_json_not_inf() -> None:
     assert extra["c"] == 1.5
     assert extra["d"] == 0.0
     assert encode(Lifecycle(extra=(("a", extra["a"]),))).endswith(b',"a":1e999}')
+
+
+def test_values_nested_deeper_than_128_levels_are_kept_as_raw_json() -> None:
+    """Python's parser would recurse that deep: such a value stays the JSON it was."""
+    deep = b"[" * 129 + b"]" * 129
+    shallow = b"[" * 128 + b"]" * 128
+    (_, kept), (_, parsed) = decode(b'{"deep":' + deep + b',"shallow":' + shallow + b"}").extra
+    assert kept == RawJSON(deep.decode())
+    assert isinstance(parsed, list)
 
 
 def test_values_nested_deeper_than_go_allows_are_refused() -> None:
