@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -205,6 +206,25 @@ def test_write_gives_up_with_ebusy_after_the_lock_timeout(
         result = sh('echo true > "$F"', F=str(mnt / "c1" / "create_error"))
     assert result.returncode != 0
     assert "busy" in result.stderr
+    assert record_of(source).create_error is False
+
+
+def test_without_a_lock_timeout_a_write_gives_up_after_ten_seconds(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    """The default `-o lock_timeout` is the README's 10 s: then EBUSY, nothing written."""
+    mnt = mount(source).path
+    fd = os.open(mnt / "c1" / "create_error", os.O_WRONLY | os.O_TRUNC)
+    try:
+        with lock_held_elsewhere(source / "c1"):
+            start = time.monotonic()
+            with pytest.raises(OSError, match="busy") as caught:
+                os.write(fd, b"true\n")
+            waited = time.monotonic() - start
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.EBUSY
+    assert 9.5 <= waited < 30, f"gave up after {waited:.1f} s"
     assert record_of(source).create_error is False
 
 
