@@ -117,6 +117,16 @@ def test_a_container_removed_outside_is_gone_from_stat(
     assert sorted(os.listdir(mnt / "default")) == ["c1"]
 
 
+def test_a_container_made_outside_is_listed_within_100_ms(
+    mount: Callable[..., Mount], source: Path
+) -> None:
+    mnt = mount(source, "--depth", "2").path
+    assert sorted(os.listdir(mnt / "default")) == ["c1", "c2"]  # the listing is cached now
+    Store(source / "default" / "c3", create=True)
+    assert within(0.1, lambda: "c3" in os.listdir(mnt / "default"))
+    assert (mnt / "default" / "c3" / "started_at").read_text() == ""
+
+
 def test_permissions_changed_outside_are_seen_within_100_ms(
     mount: Callable[..., Mount], source: Path
 ) -> None:
@@ -159,15 +169,23 @@ def test_the_container_directory_shows_our_write_within_100_ms(
     assert time.monotonic() - start < 0.1
 
 
+@pytest.mark.parametrize("just_changed", [False, True], ids=["quiet", "just changed"])
 def test_a_file_held_open_rereads_the_new_value_from_the_start(
-    mount: Callable[..., Mount], source: Path
+    mount: Callable[..., Mount], source: Path, just_changed: bool
 ) -> None:
+    """Alike when it was opened quiet (page cache) and a moment after a change (not)."""
     mnt = mount(source, "--depth", "2").path
-    fd = os.open(mnt / "default" / "c1" / "create_error", os.O_RDONLY)
+    value, state = mnt / "default" / "c1" / "create_error", Store(source / "default" / "c1")
+    assert value.read_text() == "false\n"  # the container is watched from now on
+    if just_changed:
+        state.update(create_error=True)
+    before = b"true\n" if just_changed else b"false\n"
+    fd = os.open(value, os.O_RDONLY)
     try:
-        assert os.pread(fd, 100, 0) == b"false\n"
-        Store(source / "default" / "c1").update(create_error=True)
-        assert within(1.0, lambda: os.pread(fd, 100, 0) == b"true\n")
+        assert os.pread(fd, 100, 0) == before
+        state.update(create_error=not just_changed)
+        after = b"false\n" if just_changed else b"true\n"
+        assert within(1.0, lambda: os.pread(fd, 100, 0) == after)
     finally:
         os.close(fd)
 

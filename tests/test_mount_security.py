@@ -17,7 +17,7 @@ import pytest
 
 from store import Store, Timestamp
 from tests.conftest import Mount
-from tests.users import NOBODY, as_nobody, command, fds_in, reachable
+from tests.users import NOBODY, as_nobody, as_user, command, fds_in, reachable
 
 T0 = Timestamp.parse("2024-01-02T03:04:05Z")
 
@@ -171,6 +171,24 @@ def test_mkdir_gives_a_new_directory_to_its_caller_only(tree: Path, both: tuple[
     new = (tree / "users" / "new").stat()
     assert (new.st_uid, new.st_gid, new.st_mode & 0o777) == (NOBODY, NOBODY, 0o700)
     assert not (tree / "default" / "theirs").exists()
+
+
+def test_mkdir_counts_the_callers_supplementary_groups(
+    tree: Path, mount: Callable[..., Mount]
+) -> None:
+    """A namespace writable by a group: its members may mkdir there, as directly."""
+    team = 4242
+    os.chown(tree / "default", 0, team)
+    os.chmod(tree / "default", 0o770)
+    live = mount(tree, "--depth", "2", "-o", "allow_other")
+    with reachable(tree, live.path) as (direct, mounted):
+        for root, name in ((direct, "made-directly"), (mounted, "made-through-the-mount")):
+            made = as_user(NOBODY, f'mkdir "$1"/default/{name}', [root], groups=(team,))
+            assert made.returncode == 0, f"{name}: {made.stderr}"
+        alone = as_user(NOBODY, 'mkdir "$1"/default/not-a-member', [mounted])
+        assert alone.returncode != 0, "a user outside the group made a directory"
+    new = (tree / "default" / "made-through-the-mount").stat()
+    assert (new.st_uid, new.st_gid, new.st_mode & 0o777) == (NOBODY, NOBODY, 0o700)
 
 
 def test_mkdir_never_hands_a_swapped_in_directory_to_its_caller(

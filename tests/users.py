@@ -32,13 +32,13 @@ def fds_in(paths: list[str]) -> tuple[int, ...]:
     return tuple(int(path.rsplit("/", 1)[1]) for path in paths)
 
 
-def command(uid: int, script: str, paths: list[str]) -> list[str]:
-    """The command that runs the shell `script` as `uid` (its own group, no others)."""
+def command(uid: int, script: str, paths: list[str], groups: tuple[int, ...] = ()) -> list[str]:
+    """The command that runs the shell `script` as `uid` (its own group, and `groups`)."""
     return [
         "setpriv",
         f"--reuid={uid}",
         f"--regid={uid}",
-        "--clear-groups",
+        f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups",
         "sh",
         "-c",
         script,
@@ -48,11 +48,16 @@ def command(uid: int, script: str, paths: list[str]) -> list[str]:
 
 
 def as_user(
-    uid: int, script: str, paths: list[str], *, timeout: float = 30
+    uid: int,
+    script: str,
+    paths: list[str],
+    *,
+    timeout: float = 30,
+    groups: tuple[int, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run the shell `script` as `uid`; $1... are `paths` (from `reachable`)."""
+    """Run the shell `script` as `uid` (in `groups` too); $1... are `paths` (`reachable`)."""
     return subprocess.run(
-        command(uid, script, paths),
+        command(uid, script, paths, groups),
         capture_output=True,
         text=True,
         timeout=timeout,
