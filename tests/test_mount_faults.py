@@ -80,7 +80,11 @@ def test_writes_stop_once_source_is_moved(
         assert caught.value.errno == errno.ESTALE
     with pytest.raises(OSError, match="Stale file handle"):
         (live.path / "new").mkdir()
+    for path in (live.path / "c1" / "started_at", live.path / "c1"):  # record, directory
+        with pytest.raises(OSError, match="Stale file handle"):
+            path.chmod(0o750)
     assert Store(tmp_path / "moved" / "c1").load().create_error is False
+    assert stat.S_IMODE((tmp_path / "moved" / "c1" / "lifecycle.json").stat().st_mode) == 0o600
     logged = [line for line in live.log_lines() if "moved, removed or unmounted" in line]
     assert len(logged) == 1
 
