@@ -54,6 +54,7 @@ TOKENS = [
     "--state-dir",
     "--state-dir=/other",
     "--state-dir=",
+    "-x",
     "createRuntime",
     "poststop",
 ]
@@ -120,6 +121,8 @@ def test_the_plain_forms_are_read_quickly(argv: list[str]) -> None:
         ["show", "/s", "--json"],
         ["oci-hook", "--str", "createRuntime"],
         ["oci-hook", "-x", "createRuntime"],
+        ["oci-hook", "--state-dir", "-x", "createRuntime"],
+        ["set", "--lock-timeout", "-x", "/s", "x=y"],
         ["mount", "/a", "/b"],
     ],
 )
