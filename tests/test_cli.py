@@ -172,20 +172,22 @@ def test_set_and_delete_write_durably(tmp_path: Path, state_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["get"], ["get", "started_at"], ["show"], ["show", "--json"], ["show", "--docker"]]
+    "command",
+    [
+        ["get", "DIR"],
+        ["get", "DIR", "started_at"],
+        ["show", "DIR"],
+        ["show", "--json", "DIR"],
+        ["show", "--docker", "DIR"],
+    ],
 )
 def test_get_and_show_never_wait_for_the_lock(state_dir: Path, command: list[str]) -> None:
     """They read the last committed record while nerdctl (or anyone) holds the lock."""
     Store(state_dir).update(started_at=Timestamp.parse("2024-01-02T03:04:05Z"))
+    argv = [str(state_dir) if word == "DIR" else word for word in command]
     with lock_held_elsewhere(state_dir):
         result = subprocess.run(
-            [LIFECYCLEFS, command[0], *command[1:], str(state_dir)]
-            if command[0] == "show"
-            else [LIFECYCLEFS, "get", str(state_dir), *command[1:]],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+            [LIFECYCLEFS, *argv], capture_output=True, text=True, timeout=10, check=False
         )
     assert result.returncode == 0, result.stderr
     assert "2024-01-02" in result.stdout
